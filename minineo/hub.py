@@ -1,0 +1,42 @@
+"""Finding a model: the bundled one, a local directory, or a Hugging Face Hub id (downloaded once, cached)."""
+import re
+from pathlib import Path
+
+from .errors import MinineoError
+
+BUNDLED = Path(__file__).parent / "data" / "neo-shakespeare"
+RELEASES = {"125M": "EleutherAI/gpt-neo-125m", "1.3B": "EleutherAI/gpt-neo-1.3B", "2.7B": "EleutherAI/gpt-neo-2.7B"}
+# Only what minineo reads: never the PyTorch, TensorFlow, Flax or Rust copies of the weights.
+NEEDED_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json",
+                "tokenizer.json", "vocab.json", "merges.txt"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve(name=None):
+    """A directory holding config.json and the weights, for a name as a user would type it."""
+    if name is None:
+        return BUNDLED
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    name = RELEASES.get(str(name).upper(), str(name))
+    if path.exists():
+        raise MinineoError(f"{path}: is a file; pass the model directory that holds config.json")
+    if not HUB_ID.match(name):
+        raise MinineoError(f"{path}: no such model directory")
+    return download(name)
+
+
+def download(repo_id):
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise MinineoError(f"{repo_id}: not a local directory, and huggingface_hub is not installed "
+                           "to download it (pip install huggingface_hub)")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=NEEDED_FILES))
+    except Exception as e:   # offline, unknown repo, no permission: all one message for the user
+        raise MinineoError(
+            f"{repo_id}: not a local directory, and downloading it from the Hugging Face Hub failed "
+            f"({type(e).__name__}). On a machine with internet run `huggingface-cli download {repo_id} "
+            f"--include {' '.join(NEEDED_FILES)}` and pass the directory it prints with --model")

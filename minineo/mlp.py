@@ -1,0 +1,14 @@
+import math
+
+import numpy as np
+
+from .linear import linear
+
+
+def gelu_new(x):  # [...] -> [...]
+    # GPT-2's tanh approximation of GELU; math.sqrt keeps the constant a Python float, so float32 stays float32.
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def feed_forward(x, c_fc, c_proj):  # [B, T, d] -> [B, T, d]; the MLP of each block
+    return linear(gelu_new(linear(x, **c_fc)), **c_proj)   # d -> inner (4d) -> d

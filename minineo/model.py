@@ -1,0 +1,104 @@
+"""GPT-Neo's forward pass, and `GPTNeo`, the loaded model that checks its inputs and runs it.
+
+Dimensions: B = batch, T = new tokens, d = hidden size, V = vocabulary, L = layers.
+"""
+import numpy as np
+
+from .block import block
+from .cache import Cache
+from .checkpoint import load_params
+from .config import load_config
+from .embedding import embed, lm_head
+from .errors import MinineoError
+from .hub import resolve
+from .layer_norm import layer_norm
+from .tokenizer import Tokenizer
+
+
+def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, hidden_states=None):  # [B, T] -> [B, T, d]
+    # q_idx [T]: the new tokens' sequence indices; real [B, N]: which indices are not padding.
+    x = embed(ids, positions, params["wte"], params["wpe"])
+    for i, (layer, kind) in enumerate(zip(params["blocks"], config.attention_layers)):
+        if hidden_states is not None:
+            hidden_states.append(x)
+        x = block(x, **layer, n_head=config.num_heads, eps=config.layer_norm_epsilon,
+                  window=config.window_size if kind == "local" else None,
+                  q_idx=q_idx, real=real, cache=None if cache is None else cache.layers[i])
+    if hidden_states is not None:
+        hidden_states.append(x)
+    return layer_norm(x, **params["ln_f"], eps=config.layer_norm_epsilon)
+
+
+def padded_positions(mask, seen):  # [B, T] 0/1, [B] real tokens before -> [B, T]
+    # As transformers' generate: a token's position counts only the real tokens before it, so a
+    # left-padded sequence gets the positions it would have alone; pads get position 1.
+    positions = seen[:, None] + np.cumsum(mask, axis=1) - 1
+    return np.where(mask == 1, positions, 1)
+
+
+class GPTNeo:
+    """model(ids) -> logits. ids [T] or [B, T]; attention_mask (same shape, 1 = real token) for
+    left-padded batches; cache=model.new_cache(B) to feed the sequence a piece at a time."""
+
+    def __init__(self, config, params, tokenizer=None, source=None):
+        self.config, self.params, self.tokenizer, self.source = config, params, tokenizer, source
+
+    def __call__(self, ids, attention_mask=None, cache=None):  # [B, T] -> [B, T, V] (or [T] -> [T, V])
+        return self.logits(self.forward(ids, attention_mask, cache))
+
+    def logits(self, h):  # [..., d] -> [..., V]
+        return lm_head(h, self.params["wte"])
+
+    def forward(self, ids, attention_mask=None, cache=None, hidden_states=None):  # [B, T] -> [B, T, d]
+        """The final hidden states (after ln_f). Pass a list as hidden_states to also receive the
+        residual stream before the first block and after every block: L + 1 arrays [B, T, d]."""
+        ids, mask, squeeze = self._check(ids, attention_mask, cache)
+        B, T = ids.shape
+        if cache is None:
+            cache_real, start, seen = np.zeros((B, 0), bool), 0, np.zeros(B, np.int64)
+        else:
+            cache_real, start, seen = cache.real, cache.length, cache.real.sum(axis=1)
+        real = np.concatenate([cache_real, mask == 1], axis=1)
+        if not real.any(axis=1).all():
+            raise MinineoError("attention_mask: a sequence has no real token (a row of all zeros)")
+        h = gpt_neo(ids, padded_positions(mask, seen), self.params, self.config,
+                    q_idx=np.arange(start, start + T), real=real, cache=cache, hidden_states=hidden_states)
+        if cache is not None:
+            cache.real, cache.length = real, start + T
+        if squeeze and hidden_states is not None:
+            hidden_states[:] = [x[0] for x in hidden_states]
+        return h[0] if squeeze else h
+
+    def new_cache(self, batch_size=1):
+        return Cache(self.config, batch_size)
+
+    def _check(self, ids, attention_mask, cache):
+        ids = np.asarray(ids)
+        squeeze = ids.ndim == 1
+        if ids.ndim not in (1, 2) or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise MinineoError(f"ids: expected a non-empty integer array [T] or [B, T], "
+                               f"got {ids.dtype} of shape {list(ids.shape)}")
+        ids = ids.reshape(-1, ids.shape[-1])
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise MinineoError(f"ids: token ids must be in [0, {self.config.vocab_size}), "
+                               f"got {ids.min()}..{ids.max()}")
+        mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask)
+        mask = mask.reshape(-1, mask.shape[-1]) if mask.ndim else mask
+        if mask.shape != ids.shape or not np.isin(mask, (0, 1)).all():
+            raise MinineoError(f"attention_mask: expected 0/1 values of shape {list(ids.shape)}, "
+                               f"got shape {list(np.shape(attention_mask))}")
+        past = 0 if cache is None else cache.length
+        if cache is not None and cache.batch_size != len(ids):
+            raise MinineoError(f"ids: batch of {len(ids)} sequences, but the cache holds {cache.batch_size}")
+        if past + ids.shape[1] > self.config.max_position_embeddings:
+            raise MinineoError(f"sequence of {past + ids.shape[1]} tokens is longer than the model's "
+                               f"max_position_embeddings ({self.config.max_position_embeddings})")
+        return ids, mask.astype(np.int64), squeeze
+
+
+def load(name=None, int8=False):
+    """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, or None for the bundled model."""
+    directory = resolve(name)
+    config = load_config(directory / "config.json")
+    params = load_params(directory, config, int8=int8)
+    return GPTNeo(config, params, Tokenizer.from_dir(directory), source=str(directory))

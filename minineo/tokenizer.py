@@ -1,0 +1,70 @@
+"""GPT-2's byte-level BPE, as GPT-Neo uses it, on top of the `tokenizers` library.
+
+A model directory carries either tokenizer.json (125m) or vocab.json + merges.txt (1.3B, 2.7B);
+a directory with neither falls back to the GPT-2 vocabulary shipped in minineo/data/gpt2-bpe.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+from .errors import MinineoError
+
+EOS = "<|endoftext|>"
+GPT2_BPE = Path(__file__).parent / "data" / "gpt2-bpe"
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode():
+    """GPT-2's table from each byte to a printable character; BPE tokens are strings of these."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:   # unprintable bytes move to code points past 255, in order
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+class Tokenizer:
+    def __init__(self, backend):
+        self.backend = backend
+        self.eos_token_id = backend.token_to_id(EOS)
+        if self.eos_token_id is None:
+            raise MinineoError(f"the tokenizer has no {EOS} token")
+        self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+
+    @classmethod
+    def from_dir(cls, directory):
+        directory = Path(directory)
+        if (directory / "tokenizer.json").exists():
+            return cls(tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")))
+        if not (directory / "vocab.json").exists():
+            directory = GPT2_BPE
+        vocab, merges = directory / "vocab.json", directory / "merges.txt"
+        if not merges.exists():
+            raise MinineoError(f"{directory}: has vocab.json but no merges.txt")
+        backend = tokenizers.Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.add_special_tokens([EOS])
+        return cls(backend)
+
+    @property
+    def vocab_size(self):
+        return self.backend.get_vocab_size()
+
+    def encode(self, text):  # str -> list[int]
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):  # list[int] -> str; bytes that are not valid UTF-8 become U+FFFD
+        return self.backend.decode(list(map(int, ids)), skip_special_tokens=False)
+
+    def tokens(self, ids):  # list[int] -> list[str], each in GPT-2's byte-to-character alphabet
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def token_bytes(self, ids):  # list[int] -> bytes: exactly what the tokens spell, even half a character
+        return b"".join(t.encode() if t == EOS else bytes(self._byte_of[c] for c in t) for t in self.tokens(ids))

@@ -1,0 +1,73 @@
+"""Checkpoints for the tests: built by transformers where it is installed (the oracle), else by
+minineo's NumPy writer; every comparison prints the largest difference it saw."""
+import numpy as np
+import pytest
+
+from minineo.config import Config
+from minineo.random_checkpoint import write_random_checkpoint
+
+TOLERANCE = 1e-4   # max abs logit difference allowed against transformers in float32
+
+
+def tiny_config(**overrides):
+    base = dict(vocab_size=300, hidden_size=48, num_layers=4, num_heads=4, intermediate_size=192,
+                window_size=5, attention_layers=("global", "local") * 2, max_position_embeddings=64,
+                eos_token_id=299)
+    base.update(overrides)
+    return Config(**base)
+
+
+@pytest.fixture
+def numpy_checkpoint(tmp_path):
+    """A directory with a random-weight checkpoint, written without torch."""
+    def make(seed=0, **overrides):
+        return write_random_checkpoint(tmp_path / f"ckpt{seed}", tiny_config(**overrides), seed=seed)
+    return make
+
+
+def hf_config(**overrides):
+    """transformers' GPTNeoConfig for a tiny model; attention_types in the Hub's nested form."""
+    transformers = pytest.importorskip("transformers")
+    base = dict(vocab_size=300, hidden_size=48, num_layers=4, num_heads=4, window_size=5,
+                attention_types=[[["global", "local"], 2]], max_position_embeddings=64,
+                bos_token_id=299, eos_token_id=299)
+    base.update(overrides)
+    return transformers.GPTNeoConfig(**base)
+
+
+def hf_model(directory=None, seed=0, **overrides):
+    """A random GPTNeoForCausalLM (saved to directory when given), with biases and norms perturbed."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    model = transformers.GPTNeoForCausalLM(hf_config(**overrides)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln" in name:   # the default init leaves these 0 and 1
+                p.add_(0.05 * torch.randn_like(p))
+    if directory is not None:
+        model.save_pretrained(directory)
+    return model
+
+
+def hf_logits(model, ids, attention_mask=None, position_ids=None):
+    torch = pytest.importorskip("torch")
+    kwargs = {}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = torch.tensor(attention_mask)
+    if position_ids is not None:
+        kwargs["position_ids"] = torch.tensor(position_ids)
+    with torch.no_grad():
+        return model(torch.tensor(ids), **kwargs).logits.float().numpy()
+
+
+def assert_close(ours, ref, what, tol=TOLERANCE, where=None):
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    diff = np.abs(ours.astype(np.float64) - ref)
+    if where is not None:
+        diff = diff[where]
+    worst = float(diff.max())
+    print(f"{what}: max abs difference {worst:.3g}")
+    assert worst <= tol, (f"{what}: max abs difference {worst:.3g} > {tol:g} at index "
+                          f"{np.unravel_index(diff.argmax(), diff.shape)}")

@@ -1,0 +1,199 @@
+"""The model's own promises, checked without torch: caching, padding, float32, clear errors."""
+import json
+
+import numpy as np
+import pytest
+
+import minineo
+from minineo import attention as attn
+from minineo.errors import MinineoError
+from minineo.safetensors_io import SafetensorsFile, write_safetensors
+from conftest import assert_close
+
+EXACT = 2e-5   # the same math in another order: float32 rounding only
+
+
+def ids_for(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 300, shape)
+
+
+@pytest.mark.parametrize("chunks", [[40], [1] * 40, [7, 1, 1, 13, 1, 18], [3, 37]])
+def test_cache_matches_full_forward_over_several_windows(numpy_checkpoint, chunks):
+    model = minineo.load(numpy_checkpoint(window_size=6))   # 40 tokens: more than six windows
+    ids = ids_for((2, 40))
+    cache, pieces, start = model.new_cache(2), [], 0
+    for n in chunks:
+        pieces.append(model(ids[:, start:start + n], cache=cache))
+        start += n
+    assert_close(np.concatenate(pieces, axis=1), model(ids), f"chunks {chunks}", tol=EXACT)
+
+
+def test_local_cache_stays_within_the_window(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint(window_size=6))
+    cache = model.new_cache(1)
+    model(ids_for((1, 30)), cache=cache)
+    for t in range(20):
+        model(ids_for((1, 1), seed=t), cache=cache)
+    for kind, layer in zip(model.config.attention_layers, cache.layers):
+        kept = layer.k.shape[2] if kind == "local" else layer.n
+        assert kept == (6 if kind == "local" else 50), f"{kind} layer keeps {kept} keys"
+
+
+def test_padded_batch_equals_each_sequence_alone(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint(window_size=16))
+    a, b = ids_for(9, seed=1), ids_for(4, seed=2)
+    batch = np.stack([a, np.concatenate([np.zeros(5, int), b])])
+    mask = np.stack([np.ones(9, int), (np.arange(9) >= 5).astype(int)])
+    logits = model(batch, attention_mask=mask)
+    assert_close(logits[0], model(a), "row 0 alone", tol=EXACT)
+    assert_close(logits[1, 5:], model(b), "left-padded row 1 alone", tol=EXACT)
+
+
+def test_padded_batch_with_cache(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint(window_size=16))
+    ids = ids_for((2, 12))
+    mask = np.ones_like(ids)
+    mask[1, :4] = 0
+    full = model(ids, attention_mask=mask)
+    cache = model.new_cache(2)
+    pieces = [model(ids[:, :8], attention_mask=mask[:, :8], cache=cache)]
+    pieces += [model(ids[:, t:t + 1], cache=cache) for t in range(8, 12)]
+    assert_close(np.concatenate(pieces, 1), full, "padded batch, cached", tol=EXACT, where=mask == 1)
+
+
+def test_banded_attention_equals_plain_masked_attention():
+    rng = np.random.default_rng(0)
+    B, H, T, hd, window = 2, 3, 700, 8, 50
+    q, k, v = (rng.standard_normal((B, H, T, hd), dtype=np.float32) for _ in range(3))
+    idx, real = np.arange(T), rng.random((B, T)) < 0.9
+    real[:, :] |= np.arange(T) % 7 == 0
+    for w in (None, window):
+        mask = attn.causal_mask(idx, idx, w) & real[:, None, None, :]
+        plain = attn.attention(q, k, v, mask)
+        assert_close(attn.banded_attention(q, k, v, idx, idx, real, w, block=64), plain,
+                     f"banded vs plain, window={w}", tol=1e-5)
+
+
+def test_masks_are_what_gpt_neo_defines():
+    idx = np.arange(6)
+    np.testing.assert_array_equal(attn.causal_mask(idx, idx), np.tril(np.ones((6, 6), bool)))
+    local = np.tril(np.ones((6, 6), bool)) ^ np.tril(np.ones((6, 6), bool), -3)   # transformers' XOR
+    np.testing.assert_array_equal(attn.causal_mask(idx, idx, window=3), local)
+
+
+def test_hot_path_stays_float32(numpy_checkpoint, monkeypatch):
+    seen = []
+
+    def spy(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            out = original(*args, **kwargs)
+            seen.extend((name, a.dtype) for a in (*args, out) if isinstance(a, np.ndarray) and a.dtype.kind == "f")
+            return out
+        monkeypatch.setattr(module, name, wrapper)
+
+    import minineo.attention, minineo.mlp, minineo.embedding, minineo.block
+    for module in (minineo.attention, minineo.mlp, minineo.embedding):
+        spy(module, "linear")
+    spy(minineo.attention, "attention")
+    spy(minineo.block, "layer_norm")
+    spy(minineo.mlp, "gelu_new")
+    model = minineo.load(numpy_checkpoint())
+    cache = model.new_cache(1)
+    assert model(ids_for((1, 9)), cache=cache).dtype == np.float32
+    assert model(ids_for((1, 1)), cache=cache).dtype == np.float32
+    wrong = sorted({(name, str(dtype)) for name, dtype in seen if dtype != np.float32})
+    assert seen and not wrong, f"float64 on the hot path: {wrong}"
+
+
+def test_hidden_states_and_single_sequence_shapes(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    hidden = []
+    final = model.forward(ids_for(7), hidden_states=hidden)
+    assert final.shape == (7, 48) and len(hidden) == model.config.num_layers + 1
+    assert all(h.shape == (7, 48) for h in hidden)
+    assert model(ids_for(7)).shape == (7, 300) and model(ids_for((3, 7))).shape == (3, 7, 300)
+
+
+def test_too_long_is_a_clear_error(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    with pytest.raises(MinineoError, match="65 tokens is longer than the model's max_position_embeddings \\(64\\)"):
+        model(ids_for(65))
+    cache = model.new_cache(1)
+    model(ids_for((1, 60)), cache=cache)
+    with pytest.raises(MinineoError, match="longer than"):
+        model(ids_for((1, 5)), cache=cache)
+
+
+@pytest.mark.parametrize("ids, mask, message", [
+    (np.array([1.5, 2.0]), None, "integer array"),
+    (np.array([1, 300]), None, r"token ids must be in \[0, 300\)"),
+    (np.array([[1, 2]]), np.array([[1, 1, 1]]), "attention_mask: expected 0/1 values of shape"),
+    (np.array([[1, 2]]), np.array([[0, 0]]), "no real token"),
+])
+def test_bad_inputs(numpy_checkpoint, ids, mask, message):
+    with pytest.raises(MinineoError, match=message):
+        minineo.load(numpy_checkpoint())(ids, attention_mask=mask)
+
+
+def edit_config(directory, **changes):
+    raw = json.loads((directory / "config.json").read_text()) | changes
+    (directory / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(model_type="gpt2"), "model_type is 'gpt2', minineo runs only 'gpt_neo'"),
+    (dict(activation_function="relu"), "activation_function 'relu' is not supported"),
+    (dict(attention_types=[[["global", "local"], 3]]), "expands to 6 layers, but num_layers is 4"),
+    (dict(attention_types=[[["global", "sparse"], 2]]), "unknown attention type"),
+    (dict(num_heads=5), "not divisible by num_heads"),
+])
+def test_bad_config_is_a_clear_error(numpy_checkpoint, changes, message):
+    directory = numpy_checkpoint()
+    edit_config(directory, **changes)
+    with pytest.raises(MinineoError, match=message):
+        minineo.load(directory)
+
+
+def rewrite(directory, change):
+    path = directory / "model.safetensors"
+    f = SafetensorsFile(path)
+    tensors = change({name: np.array(f.raw(name)) for name in f.names()})
+    write_safetensors(path, tensors)
+
+
+def test_missing_tensor_names_it(numpy_checkpoint):
+    directory = numpy_checkpoint()
+    rewrite(directory, lambda t: {k: v for k, v in t.items() if k != "transformer.h.2.mlp.c_fc.bias"})
+    with pytest.raises(MinineoError, match="no tensor transformer.h.2.mlp.c_fc.bias"):
+        minineo.load(directory)
+
+
+def test_wrong_shape_names_tensor_and_file(numpy_checkpoint):
+    directory = numpy_checkpoint()
+    rewrite(directory, lambda t: t | {"transformer.ln_f.bias": np.zeros(47, np.float32)})
+    with pytest.raises(MinineoError, match=r"model.safetensors: tensor transformer.ln_f.bias has shape \[47\], expected \[48\]"):
+        minineo.load(directory)
+
+
+def test_unknown_extra_weight_is_reported(numpy_checkpoint, capsys):
+    directory = numpy_checkpoint()
+    rewrite(directory, lambda t: t | {"transformer.h.0.adapter.weight": np.zeros((2, 2), np.float32)})
+    minineo.load(directory)
+    assert "ignoring 1 tensor(s) that GPT-Neo does not use: transformer.h.0.adapter.weight" in capsys.readouterr().err
+
+
+def test_missing_directory_and_offline_hub_id(tmp_path):
+    with pytest.raises(MinineoError, match="no such model directory"):
+        minineo.load(tmp_path / "nowhere")
+    with pytest.raises(MinineoError, match="config.json"):
+        minineo.load(tmp_path)   # exists but empty
+    with pytest.raises(MinineoError, match="huggingface-cli download minineo-tests/no-such-model"):
+        minineo.load("minineo-tests/no-such-model")
+
+
+def test_weights_are_memory_mapped(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    assert isinstance(model.params["wte"].base, np.memmap) or isinstance(model.params["wte"], np.memmap)
+    assert not model.params["wte"].flags.writeable
