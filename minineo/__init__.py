@@ -1,6 +1,8 @@
 """minineo: GPT-Neo in plain NumPy."""
 from .config import PRESETS, Config
 from .errors import MinineoError
+from .generate import generate
 from .model import GPTNeo, gpt_neo, load
+from .pipeline import pipeline
 
-__all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "gpt_neo", "load"]
+__all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "generate", "gpt_neo", "load", "pipeline"]

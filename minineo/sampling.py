@@ -11,6 +11,9 @@ import numbers
 
 import numpy as np
 
+from .attention import softmax
+from .errors import MinineoError
+
 # transformers' GenerationConfig._get_default_generation_params() (configuration_utils.py).
 # Its default strategy is greedy (do_sample=False); here greedy is temperature == 0,
 # and these values are what transformers uses once sampling is switched on.
@@ -24,22 +27,15 @@ DEFAULT_MIN_NEW_TOKENS = 0  # transformers: None, which likewise adds no process
 def validate_sampling_settings(temperature, top_k, top_p, repetition_penalty, min_new_tokens):
     # scalars -> None, or ValueError naming the first bad setting
     if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+        raise MinineoError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if not (isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k >= 0):
-        raise ValueError(f"top_k must be an integer >= 0 (0 = disabled), got {top_k!r}")
+        raise MinineoError(f"top_k must be an integer >= 0 (0 = disabled), got {top_k!r}")
     if not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1 = disabled), got {top_p!r}")
+        raise MinineoError(f"top_p must be in (0, 1] (1 = disabled), got {top_p!r}")
     if not (isinstance(repetition_penalty, numbers.Real) and 0 < repetition_penalty < math.inf):
-        raise ValueError(f"repetition_penalty must be a finite number > 0 (1 = disabled), got {repetition_penalty!r}")
+        raise MinineoError(f"repetition_penalty must be a finite number > 0 (1 = disabled), got {repetition_penalty!r}")
     if not (isinstance(min_new_tokens, numbers.Integral) and not isinstance(min_new_tokens, bool) and min_new_tokens >= 0):
-        raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-
-
-def softmax(logits):
-    # [B, V] -> [B, V]
-    # subtracting the row max keeps exp() from overflowing; -inf logits become probability 0
-    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exps / exps.sum(axis=-1, keepdims=True)
+        raise MinineoError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
 
 
 def apply_repetition_penalty(logits, previous_ids, penalty, attention_mask=None):

@@ -1,10 +1,13 @@
 """Checkpoints for the tests: built by transformers where it is installed (the oracle), else by
 minineo's NumPy writer; every comparison prints the largest difference it saw."""
+import shutil
+
 import numpy as np
 import pytest
 
 from minineo.config import Config
 from minineo.random_checkpoint import write_random_checkpoint
+from minineo.tokenizer import GPT2_BPE
 
 TOLERANCE = 1e-4   # max abs logit difference allowed against transformers in float32
 
@@ -71,3 +74,14 @@ def assert_close(ours, ref, what, tol=TOLERANCE, where=None):
     print(f"{what}: max abs difference {worst:.3g}")
     assert worst <= tol, (f"{what}: max abs difference {worst:.3g} > {tol:g} at index "
                           f"{np.unravel_index(diff.argmax(), diff.shape)}")
+
+
+def text_checkpoint(directory, max_position_embeddings=256):
+    """A random model with GPT-2's real 50257-token vocabulary, tiny everywhere else: for text in, text out."""
+    config = Config(vocab_size=50257, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                    window_size=8, attention_layers=("global", "local"),
+                    max_position_embeddings=max_position_embeddings)
+    directory = write_random_checkpoint(directory, config, seed=0)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_BPE / name, directory)
+    return directory

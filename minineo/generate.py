@@ -1,0 +1,197 @@
+"""Text generation: the prompt through the model once, then one token at a time with the KV cache.
+
+Dimensions: B = batch (prompts), T = prompt length after left padding, d = hidden size, V = vocabulary.
+
+Four layers, each built on the one before:
+    generate_steps(model, ids, attention_mask, ...)  yields the next token of every row, [B], per step
+    generate_ids(model, prompts, ...)                token ids in, new token ids out
+    stream_text(model, prompt, ...)                  text pieces of one prompt as soon as they decode
+    generate(model, prompt(s), ...)                  the new text
+Every setting means what it means in transformers' `generate` (see `Settings`).
+"""
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import sampling
+from .errors import MinineoError
+from .stream import StreamDetokenizer
+
+# transformers' default is max_length=20 *including* the prompt, which a longer prompt uses up
+# before anything is generated; a count of new tokens is what a user means.
+DEFAULT_MAX_NEW_TOKENS = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to generate, with transformers' names, meanings and defaults (GenerationConfig)."""
+    max_new_tokens: int | None = None  # None: max_length minus the prompt if max_length is set, else 50
+    max_length: int | None = None      # prompt + new tokens, as transformers counts (padded prompt)
+    min_new_tokens: int = 0            # EOS is suppressed until this many new tokens exist
+    min_length: int | None = None      # the same, counted with the prompt, as transformers counts
+    do_sample: bool = False            # False: greedy, and temperature/top_k/top_p are ignored
+    temperature: float = sampling.DEFAULT_TEMPERATURE
+    top_k: int = sampling.DEFAULT_TOP_K
+    top_p: float = sampling.DEFAULT_TOP_P
+    repetition_penalty: float = sampling.DEFAULT_REPETITION_PENALTY
+    seed: int | None = None            # the same seed gives the same samples; None: fresh randomness
+    truncate: bool = False             # a prompt too long for the context keeps its last tokens
+
+    def __post_init__(self):
+        for name, low in [("max_new_tokens", 0), ("max_length", 1), ("min_length", 0)]:
+            value = getattr(self, name)
+            if value is not None and not _is_int(value, low):
+                raise MinineoError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.seed is not None and not _is_int(self.seed, 0):
+            raise MinineoError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.do_sample and self.temperature == 0:
+            # as transformers: temperature 0 is not a distribution
+            raise MinineoError("temperature must be > 0 when do_sample=True; for greedy decoding use do_sample=False")
+        sampling.validate_sampling_settings(self.temperature, self.top_k, self.top_p,
+                                            self.repetition_penalty, self.min_new_tokens)
+
+    def sampling_kwargs(self):
+        # what next_token needs; greedy is temperature 0 there
+        return dict(temperature=self.temperature if self.do_sample else 0, top_k=self.top_k,
+                    top_p=self.top_p, repetition_penalty=self.repetition_penalty)
+
+
+def _is_int(value, low):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def plan_lengths(T, settings, context):
+    # prompt length T -> (prompt tokens kept, max new tokens, new tokens before EOS is allowed)
+    max_new = settings.max_new_tokens
+    if max_new is None and settings.max_length is not None:
+        max_new = settings.max_length - T
+        if max_new < 0:
+            raise MinineoError(f"max_length {settings.max_length} is shorter than the prompt's {T} tokens; "
+                               f"max_new_tokens counts only new tokens")
+    elif max_new is None:
+        max_new = DEFAULT_MAX_NEW_TOKENS
+    if max_new >= context:
+        raise MinineoError(f"{max_new} new tokens leave no room for a prompt: "
+                           f"the model's context is {context} tokens")
+    over = T + max_new - context
+    if over > 0 and not settings.truncate:
+        raise MinineoError(f"prompt of {T} tokens + {max_new} new tokens is {over} tokens longer than the "
+                           f"model's context of {context}; shorten the prompt, ask for fewer new tokens, or "
+                           f"truncate (truncate=True, --truncate) to keep the prompt's last {context - max_new} tokens")
+    kept = min(T, context - max_new)
+    min_length = 0 if settings.min_length is None else settings.min_length
+    return kept, max_new, max(settings.min_new_tokens, min_length - kept)
+
+
+def batch_prompts(sequences, eos_token_id):  # B lists of ids -> ids [B, T], attention_mask [B, T]
+    # An empty prompt starts from <|endoftext|>, as transformers starts from bos (GPT-Neo's bos is
+    # its eos). Shorter prompts are padded on the left, so that every row's newest token is in the
+    # last column and new tokens line up; the pad id is never seen (masked), EOS is as good as any.
+    sequences = [list(s) or [eos_token_id] for s in sequences]
+    T = max(map(len, sequences))
+    ids = np.full((len(sequences), T), eos_token_id, np.int64)
+    mask = np.zeros((len(sequences), T), np.int64)
+    for row, s in enumerate(sequences):
+        ids[row, T - len(s):], mask[row, T - len(s):] = s, 1
+    return ids, mask
+
+
+def generate_steps(model, ids, attention_mask=None, **settings):
+    """ids [B, T] (left-padded; attention_mask 1 = real token) -> an iterator of [B] token arrays,
+    one per step, until every row has produced EOS or max_new_tokens steps. A row that is finished
+    gets EOS as padding from then on, as in transformers. Checks happen now, not at the first step."""
+    s = Settings(**settings)
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise MinineoError(f"ids: expected a left-padded batch [B, T], got shape {list(ids.shape)}")
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    kept, max_new, min_new = plan_lengths(ids.shape[1], s, model.config.max_position_embeddings)
+    # truncation drops columns from the left: pads first, then the oldest tokens
+    return _steps(model, ids[:, -kept:], mask[:, -kept:], max_new, min_new, s)
+
+
+def _steps(model, ids, mask, max_new, min_new, s):
+    if max_new == 0:
+        return
+    B, T = ids.shape
+    eos = model.config.eos_token_id
+    rng = np.random.default_rng(s.seed) if s.do_sample else None
+    # the sequences so far, prompt and new tokens, for the repetition penalty; padding does not count
+    tokens = np.concatenate([ids, np.zeros((B, max_new), np.int64)], axis=1)   # [B, T + max_new]
+    real = np.concatenate([mask == 1, np.ones((B, max_new), bool)], axis=1)
+    finished = np.zeros(B, bool)
+    cache = model.new_cache(B)
+    h = model.forward(ids, mask, cache)[:, -1]   # [B, T] -> [B, d]: only the last position is scored
+    for n in range(max_new):
+        logits = model.logits(h)                 # [B, d] -> [B, V]
+        new = sampling.next_token(logits, tokens[:, :T + n], rng, num_new_tokens=n, eos_token_id=eos,
+                                  attention_mask=real[:, :T + n], min_new_tokens=min_new,
+                                  **s.sampling_kwargs())
+        new = np.where(finished, eos, new)       # [B]
+        finished |= new == eos
+        yield new
+        if finished.all() or n + 1 == max_new:   # the last token is never fed: nothing would read it
+            return
+        tokens[:, T + n] = new
+        h = model.forward(new[:, None], np.ones((B, 1), np.int64), cache)[:, -1]   # [B, 1] -> [B, d]
+
+
+def generate_ids(model, prompts, **settings):
+    """Token ids in, new token ids out. prompts: one list of ids (-> one list) or a list of such
+    lists, of any lengths (-> a list of lists, generated together as one left-padded batch).
+    Each output ends with EOS when the model stopped there."""
+    single = len(prompts) == 0 or isinstance(prompts[0], numbers.Integral)
+    batch = [prompts] if single else list(prompts)
+    eos = model.config.eos_token_id
+    steps = list(generate_steps(model, *batch_prompts(batch, eos), **settings))   # N x [B]
+    outputs = [cut_after_eos(row, eos) for row in np.array(steps, np.int64).reshape(-1, len(batch)).T]
+    return outputs[0] if single else outputs
+
+
+def cut_after_eos(row, eos_token_id):  # [N] -> list: the tokens up to and including the first EOS
+    stop = np.flatnonzero(row == eos_token_id)
+    return row[:stop[0] + 1 if len(stop) else len(row)].tolist()
+
+
+def detokenize(token_ids, tokenizer, eos_token_id):
+    """Token ids (any iterable) -> text pieces, each made only of whole characters, up to EOS."""
+    detokenizer = StreamDetokenizer(tokenizer)
+    for token in token_ids:
+        if token == eos_token_id:
+            break
+        piece = detokenizer.feed(int(token))
+        if piece:
+            yield piece
+    tail = detokenizer.flush()   # a character cut off by the end of generation, as U+FFFD
+    if tail:
+        yield tail
+
+
+def stream_text(model, prompt, **settings):
+    """One prompt -> an iterator of the new text, piece by piece as the tokens are generated."""
+    eos = model.config.eos_token_id
+    steps = generate_steps(model, *batch_prompts([model.tokenizer.encode(prompt)], eos), **settings)
+    return detokenize((new[0] for new in steps), model.tokenizer, eos)
+
+
+def generate(model, prompt, stream=None, **settings):
+    """The text that follows prompt (without the prompt), or a list of texts for a list of prompts,
+    generated together as one batch. stream: a function called with each piece of text as soon as
+    it decodes (one prompt only). settings: see Settings, e.g. max_new_tokens=50, do_sample=True,
+    temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, min_new_tokens=10, seed=0."""
+    if isinstance(prompt, str):
+        pieces = []
+        for piece in stream_text(model, prompt, **settings):
+            pieces.append(piece)
+            if stream is not None:
+                stream(piece)
+        return "".join(pieces)
+    if stream is not None:
+        raise MinineoError("stream= works with one prompt at a time, not a list")
+    prompts = list(prompt)
+    if not prompts:
+        return []
+    eos = model.config.eos_token_id
+    new_ids = generate_ids(model, [model.tokenizer.encode(p) for p in prompts], **settings)
+    return ["".join(detokenize(ids, model.tokenizer, eos)) for ids in new_ids]
