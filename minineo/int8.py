@@ -16,10 +16,14 @@ import numpy as np
 
 from .threads import parallel_for
 
-# Float32 bytes of one converted tile. Chosen by scripts/bench_int8_kernel.py: see tile_rows.
-TILE_BYTES = 256 * 1024
-# Prefill (many rows of x) reuses each converted tile M times, so a cache-sized tile no longer
-# matters; a wider tile lets sgemm reach full speed instead.
+# Decode (few rows of x): float32 bytes of one converted tile, measured with
+# scripts/bench_int8_kernel.py. The tile must stay in the core's L2 cache between its conversion and
+# its matmul, yet be big enough that the ~5 us of Python per tile stays small: 512 KiB-1 MiB were
+# equally fast (2 MiB L2 per core here), 128 KiB and 2 MiB 1.2-1.4x slower.
+TILE_BYTES = 512 * 1024
+# Prefill (M >= 32 rows of x) reuses each converted tile M times, so the cache matters less than
+# letting sgemm run on wide tiles. 64-512 rows were within noise of each other for M = 128; 256 rows
+# keep the buffer at 10 MiB per thread (in = 10240) and cut 2560 rows into 10 tiles, even for 2 threads.
 PREFILL_ROWS = 32
 PREFILL_TILE_ROWS = 256
 
@@ -58,7 +62,7 @@ class Int8Weight:
         def tile(i):  # y[:, r0:r1] = x @ q[r0:r1].T; tiles never overlap, so threads need no lock
             r0, r1 = i * rows, min((i + 1) * rows, n_out)
             w = _scratch(rows * n_in)[:(r1 - r0) * n_in].reshape(r1 - r0, n_in)  # [r, in]
-            np.copyto(w, self.q[r0:r1], casting="unsafe")  # int8 -> float32 is exact
+            w[...] = self.q[r0:r1]                        # int8 -> float32 is exact
             np.matmul(x2, w.T, out=y[:, r0:r1])           # [M, in] @ [in, r] -> [M, r]
 
         parallel_for(-(-n_out // rows), tile)
@@ -70,8 +74,10 @@ def quantize(w):  # [out, in] float32 -> Int8Weight
     w = np.asarray(w, dtype=np.float32)
     scale = np.abs(w).max(axis=1) / np.float32(127)             # [out]
     divisor = np.where(scale > 0, scale, np.float32(1))          # a zero row stays zero, no 0 / 0
-    q = np.clip(np.rint(w / divisor[:, None]), -127, 127).astype(np.int8)
-    return Int8Weight(q, scale)
+    q = w / divisor[:, None]                                     # one float32 temporary, reused
+    np.rint(q, out=q)
+    np.clip(q, -127, 127, out=q)                                 # rounding can never pass 127; be sure
+    return Int8Weight(q.astype(np.int8), scale)
 
 
 def tile_rows(m, n_in):

@@ -5,6 +5,8 @@ each calling BLAS on a small tile; if BLAS also split every tile across its thre
 would start 4 threads on 2 cores and fight (oversubscription). So inside `parallel_for` BLAS is
 limited to one thread, and outside it BLAS gets the full count back.
 """
+import functools
+import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -18,6 +20,7 @@ _threads = None                         # None until set_threads: then physical_
 _pool = None                            # get_threads() - 1 workers; the caller is the last one
 
 
+@functools.cache  # asked on every int8 matmul until set_threads is called: read sysfs once
 def physical_cores():
     """Cores this process may run on, counting each physical core once (hyperthreads share one)."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
@@ -41,8 +44,9 @@ def set_threads(n=None):
     global _threads, _pool
     if n is None:
         n = physical_cores()
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
+    n = int(n)
     with _lock:
         _controller.limit(limits=n, user_api="blas")   # not used as a context: stays until changed
         if _pool is not None:
