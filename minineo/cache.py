@@ -2,7 +2,7 @@
 matrix-vector product per weight instead of a re-run of the whole prefix.
 
 A global layer keeps every key. A local layer's queries never look further back than `window`
-keys, so it keeps only the last `window` in a ring buffer: its memory stops growing there.
+keys, so it keeps only the last ones, in a buffer of 2 x window rows: its memory stops growing there.
 Both return keys sorted by sequence index, which banded_attention relies on.
 """
 import numpy as np
@@ -26,21 +26,33 @@ class GlobalCache:
 class LocalCache:
     def __init__(self, window):
         self.window = window
-        self.k = self.v = None   # [B, H, window, hd]: the key of sequence index i lives in slot i % window
-        self.n = 0               # tokens seen
+        self.k = self.v = None    # [B, H, 2 * window, hd]: keys in sequence order, live in rows start..end
+        self.start = self.end = 0
+        self.n = 0                # tokens seen
 
-    def update(self, k, v, idx):  # [B, H, T, hd] x 2, [T] -> the last `window` keys before these, then these
+    def update(self, k, v, idx):  # [B, H, T, hd] x 2, [T] -> the last window - 1 keys before these, then these
+        # A new query sees at most window - 1 earlier keys, so those are kept. New keys are appended
+        # after them, and attention reads a view of the buffer: no copy per token. When the buffer is
+        # full (once every `window` tokens), the kept keys and the new ones are joined into a new
+        # array, and the last window - 1 of them move back to the front of the buffer.
+        T = k.shape[2]
         if self.k is None:
             B, H, _, hd = k.shape
-            self.k, self.v = (np.zeros((B, H, self.window, hd), np.float32) for _ in range(2))
-        kept = np.arange(max(self.n - self.window, 0), self.n)   # sequence indices still in the ring
-        keys = np.concatenate([self.k[:, :, kept % self.window], k], axis=2)
-        values = np.concatenate([self.v[:, :, kept % self.window], v], axis=2)
-        newest = slice(max(len(idx) - self.window, 0), len(idx))
-        self.k[:, :, idx[newest] % self.window] = k[:, :, newest]
-        self.v[:, :, idx[newest] % self.window] = v[:, :, newest]
-        self.n += len(idx)
-        return keys, values, np.concatenate([kept, idx])
+            self.k, self.v = (np.empty((B, H, 2 * self.window, hd), np.float32) for _ in range(2))
+        start = max(self.start, self.end - (self.window - 1))
+        if self.end + T <= self.k.shape[2]:
+            self.k[:, :, self.end:self.end + T], self.v[:, :, self.end:self.end + T] = k, v
+            self.start, self.end = start, self.end + T
+            keys, values = self.k[:, :, start:self.end], self.v[:, :, start:self.end]
+        else:
+            keys = np.concatenate([self.k[:, :, start:self.end], k], axis=2)
+            values = np.concatenate([self.v[:, :, start:self.end], v], axis=2)
+            kept = min(keys.shape[2], self.window - 1)
+            tail = slice(keys.shape[2] - kept, keys.shape[2])
+            self.k[:, :, :kept], self.v[:, :, :kept] = keys[:, :, tail], values[:, :, tail]
+            self.start, self.end = 0, kept
+        self.n += T
+        return keys, values, np.arange(self.n - keys.shape[2], self.n)
 
 
 def _grow(buffer, like, capacity, n):  # a bigger [B, H, capacity, hd] buffer holding the first n keys

@@ -5,7 +5,8 @@
                           "ln_2": {"g", "b"}, "mlp": {"c_fc": {"w", "b"}, "c_proj": {"w", "b"}}}, ...]}
 
 Linear weights stay [out, in] as the checkpoint stores them; `linear` computes x @ w.T. q_proj,
-k_proj and v_proj are stacked into one [3d, d] matrix so that one product makes all three.
+k_proj and v_proj act as one [3d, d] matrix so that one product makes all three: in float32 "qkv"
+holds the list of the three mapped matrices (stacked only in the product), in int8 one stacked copy.
 An int8 checkpoint (written by `python -m minineo.quantize`) stores each matrix as int8 with a
 float32 `<name>_scale` per output row; those load as `Int8Weight`s.
 """
@@ -61,6 +62,17 @@ def _check(files, config, directory):
               file=sys.stderr)
 
 
+ROWS_AT_ONCE = 4096   # rows quantized per step: each row has its own scale, so blocks change nothing
+
+
+def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a time to bound the temporaries
+    q, scale = np.empty(w.shape, np.int8), np.empty(w.shape[0], np.float32)
+    for start in range(0, w.shape[0], ROWS_AT_ONCE):
+        block = quantize(w[start:start + ROWS_AT_ONCE])
+        q[start:start + len(block.q)], scale[start:start + len(block.q)] = block.q, block.scale
+    return Int8Weight(q, scale)
+
+
 def load_params(directory, config, int8=False):
     files = open_shards(directory)
     _check(files, config, directory)
@@ -69,15 +81,21 @@ def load_params(directory, config, int8=False):
         f = files[name]
         if f.dtype(name) == "I8":
             return Int8Weight(f.raw(name, copy), f.float32(name + SCALE_SUFFIX, copy))
-        w = f.float32(name, copy)
         # wpe stays float32: it is small, and positions are read once per token, not multiplied.
-        return quantize(w) if int8 and w.ndim == 2 and name != "transformer.wpe.weight" else w
+        if int8 and len(f.shape(name)) == 2 and name != "transformer.wpe.weight":
+            # Quantized from a copy read through the file: the float32 pages never enter our memory.
+            return quantize_rows(f.float32(name, copy=True))
+        # A plain ndarray view of the mapped file: slicing a np.memmap runs Python code for every view
+        # (the matmul tiles slice each weight a few times per token), an ndarray view does not.
+        return np.asarray(f.float32(name, copy))
 
-    def stacked(names):  # the fused q/k/v matrix [3d, d]; copies are read, not mapped
-        parts = [tensor(name, copy=True) for name in names]
-        if isinstance(parts[0], Int8Weight):
+    def stacked(names):  # q, k and v as one [3d, d] weight, so that one product makes all three
+        if int8 or files[names[0]].dtype(names[0]) == "I8":   # int8: one stacked copy, read not mapped
+            parts = [tensor(name, copy=True) for name in names]
             return Int8Weight(np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts]))
-        return np.concatenate(parts)
+        # float32: the three mapped matrices, which `linear` multiplies as one. Copying them into one
+        # array would cost GPT-Neo 2.7B 2.5 GB of fresh memory and ~2 s of page faults at load.
+        return [tensor(name) for name in names]
 
     def norm(prefix):
         return {"g": tensor(prefix + ".weight"), "b": tensor(prefix + ".bias")}

@@ -1,9 +1,14 @@
-"""How many threads minineo uses: one number for BLAS and for the int8 kernel's worker pool.
+"""How many threads minineo uses, and how they share a matmul.
 
-BLAS (OpenBLAS under NumPy) has its own thread pool. The int8 kernel runs its own Python threads,
-each calling BLAS on a small tile; if BLAS also split every tile across its threads, 2 workers
-would start 4 threads on 2 cores and fight (oversubscription). So inside `parallel_for` BLAS is
-limited to one thread, and outside it BLAS gets the full count back.
+minineo splits every weight matmul (float32 and int8) into tiles of rows that its own Python
+threads take in turn, each calling single-threaded BLAS (NumPy and BLAS release the GIL, so the
+threads really overlap). A thread slowed by another program on its core simply does fewer tiles.
+BLAS's own threads instead split each call into fixed shares and wait for the slowest: measured on
+a 2-core machine with one core busy with another program, 2 BLAS threads ran GPT-Neo 125M 7x
+slower than 1 thread (decode) and 12x slower (prefill). So `set_threads(n)` sizes minineo's pool
+and keeps BLAS at one thread everywhere; if BLAS also split the tiles, 2 workers would start
+4 threads on 2 cores and fight (oversubscription). Until set_threads is called BLAS keeps its own
+count outside `parallel_for`, and inside it is limited to one thread.
 """
 import functools
 import numbers
@@ -40,7 +45,7 @@ def get_threads():
 
 
 def set_threads(n=None):
-    """Use n threads for BLAS and for the int8 workers; None means one per physical core."""
+    """Use n threads for minineo's matmuls, and 1 for BLAS; None means one per physical core."""
     global _threads, _pool
     if n is None:
         n = physical_cores()
@@ -48,7 +53,7 @@ def set_threads(n=None):
         raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
     n = int(n)
     with _lock:
-        _controller.limit(limits=n, user_api="blas")   # not used as a context: stays until changed
+        _controller.limit(limits=1, user_api="blas")   # not used as a context: stays until changed
         if _pool is not None:
             _pool.shutdown()
         _threads, _pool = n, None
