@@ -1,9 +1,20 @@
-"""minineo: GPT-Neo in plain NumPy."""
-from .config import PRESETS, Config
-from .errors import MinineoError
-from .generate import generate
-from .model import GPTNeo, gpt_neo, load
-from .perplexity import perplexity
-from .pipeline import pipeline
+"""minineo: GPT-Neo in plain NumPy.
 
-__all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "generate", "gpt_neo", "load", "perplexity", "pipeline"]
+    model/     the transformer itself: embedding, layer norm, attention, MLP, block, forward pass, KV cache
+    fast/      the same products, faster: threaded tiles, int8 weights, thread control
+    weights/   getting a model in: Hub names and downloads, config.json, safetensors, tokenizer, int8 copies
+    text/      using it: sampling, generation, streaming, the transformers-style pipeline, perplexity
+    commands/  the command lines (python -m minineo, .perplexity, .quantize, .bench)
+"""
+from . import perplexity
+from .errors import MinineoError
+from .fast.threads import set_threads
+from .model import GPTNeo, gpt_neo
+from .text.generate import generate, generate_ids, stream_text
+from .text.perplexity import score_tokens
+from .text.pipeline import pipeline
+from .weights import load
+from .weights.config import PRESETS, Config
+
+__all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "generate", "generate_ids", "gpt_neo", "load",
+           "perplexity", "pipeline", "score_tokens", "set_threads", "stream_text"]

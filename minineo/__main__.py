@@ -1,4 +1,4 @@
-"""`python -m minineo "prompt"`: see minineo/cli.py."""
-from .cli import main
+"""`python -m minineo "prompt"`: see minineo/commands/generate.py."""
+from .commands.generate import main
 
 raise SystemExit(main())

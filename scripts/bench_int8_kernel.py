@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from minineo import int8
-from minineo.threads import set_threads
+from minineo.fast.threads import set_threads
 
 D, FF = 2560, 10240  # GPT-Neo 2.7B: hidden size, MLP width
 

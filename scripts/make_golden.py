@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 from golden_cases import CASES, IDS, MASK, config  # noqa: E402
 
-from minineo.random_checkpoint import write_random_checkpoint  # noqa: E402
+from minineo.weights.random_checkpoint import write_random_checkpoint  # noqa: E402
 
 
 def main():

@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from minineo.config import Config
-from minineo.random_checkpoint import write_random_checkpoint
-from minineo.tokenizer import GPT2_BPE
+from minineo.weights.config import Config
+from minineo.weights.random_checkpoint import write_random_checkpoint
+from minineo.weights.tokenizer import GPT2_BPE
 
 TOLERANCE = 1e-4   # max abs logit difference allowed against transformers in float32
 

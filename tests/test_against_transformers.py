@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minineo
-from minineo.safetensors_io import SafetensorsFile, write_safetensors
+from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from conftest import assert_close, hf_logits, hf_model
 
 torch = pytest.importorskip("torch")

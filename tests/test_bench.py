@@ -2,7 +2,7 @@
 configuration in its own process and writes the table. No timing is asserted: only that it runs."""
 import pytest
 
-from minineo import bench
+from minineo.commands import bench
 
 
 def run(tmp_path, *extra):

@@ -54,13 +54,13 @@ def test_seed_reproduces_and_stdin_gives_the_prompt(checkpoint):
 
 @pytest.mark.parametrize("args, stdin, message", [
     (["-m", "{tmp}/no-such-dir", "Hi"], b"", "{tmp}/no-such-dir: no such model directory"),
-    (["-m", "minineo-tests/no-such-model", "Hi"], b"", "huggingface-cli download minineo-tests/no-such-model"),
-    (["--top-p", "1.5", "Hi"], b"", "top_p must be in (0, 1]"),
-    (["--top-p", "0", "Hi"], b"", "top_p must be in (0, 1]"),
-    (["--temperature", "-1", "Hi"], b"", "temperature must be a finite number >= 0"),
-    (["-n", "-5", "Hi"], b"", "max_new_tokens must be an integer >= 0"),
-    (["-n", "many", "Hi"], b"", "invalid int value: 'many'"),
-    ([], b"caf\xe9 au lait", "stdin is not UTF-8 text: byte 0xe9 at offset 3"),
+    (["-m", "minineo-tests/no-such-model", "Hi"], b"", "hf download minineo-tests/no-such-model --include 'config.json'"),
+    (["--top-p", "1.5", "Hi"], b"", "argument --top-p: expected a number in (0, 1], got '1.5'"),
+    (["--top-p", "0", "Hi"], b"", "argument --top-p: expected a number in (0, 1], got '0'"),
+    (["--temperature", "-1", "Hi"], b"", "argument --temperature/--temp: expected a finite number >= 0"),
+    (["-n", "-5", "Hi"], b"", "argument -n/--max-new-tokens/--n-predict: expected an integer >= 0, or -1"),
+    (["-n", "many", "Hi"], b"", "expected an integer >= 0, or -1 (until the context is full), got 'many'"),
+    ([], b"caf\xe9 au lait", "stdin: not UTF-8 text (byte 0xe9 at offset 3)"),
     (["-n", "5", LONG_PROMPT], b"", "is 6 tokens longer than the model's context of 1024"),
 ], ids=["missing directory", "offline Hub id", "top-p > 1", "top-p 0", "negative temperature",
         "negative -n", "-n not a number", "stdin not UTF-8", "prompt too long"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minineo
-from minineo.random_checkpoint import write_random_checkpoint
+from minineo.weights.random_checkpoint import write_random_checkpoint
 from conftest import assert_close
 from golden_cases import CASES, IDS, MASK, config
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from minineo import int8, threads
-from minineo.int8 import Int8Weight, quantize
+from minineo.fast import int8, threads
+from minineo.fast.int8 import Int8Weight, quantize
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

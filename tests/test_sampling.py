@@ -3,12 +3,13 @@
 The comparison tests skip when torch/transformers are missing; the rest need only NumPy.
 """
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from minineo import sampling
+from minineo.text import sampling
 
 SEEDS = [0, 1, 2, 3]
 BATCH, VOCAB = 4, 1000
@@ -195,8 +196,7 @@ def test_process_logits_matches_generate_pipeline(lp, seed, do_sample):
     if do_sample:
         expected += ["TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
     assert names == expected, f"transformers' processor order changed: {names}"
-    if not do_sample:
-        settings["temperature"] = 0
+    settings["do_sample"] = do_sample
     ids = rng.integers(0, 60, size=(BATCH, prompt_len))
     ids[~mask] = VOCAB - 1
     for new in range(min_new + 2):
@@ -228,7 +228,7 @@ def test_defaults_match_generate_defaults(lp, seed):
     processors = generate_processors(**{**defaults, "do_sample": True, "prompt_len": 4})
     ids = np.zeros((BATCH, 4), dtype=np.int64)
     logits = normal_logits(seed)
-    assert_same_logits(sampling.process_logits(logits, ids), hf(processors, ids, logits))
+    assert_same_logits(sampling.process_logits(logits, ids, do_sample=True), hf(processors, ids, logits))
 
 
 # --- NumPy-only checks ------------------------------------------------------------------------
@@ -288,17 +288,17 @@ def test_tiny_top_p_keeps_the_greedy_token_even_with_ties():
 def test_top_k_1_sampling_equals_greedy(seed):
     logits = normal_logits(seed, batch=8)
     ids = np.zeros((8, 1), dtype=np.int64)
-    greedy = sampling.next_token(logits, ids, temperature=0)
+    greedy = sampling.next_token(logits, ids)   # do_sample=False, the default, is greedy
     assert np.array_equal(greedy, np.argmax(logits, axis=-1))
     for draw in range(20):
         rng = np.random.default_rng(seed * 100 + draw)
-        sampled = sampling.next_token(logits, ids, rng, temperature=1.3, top_k=1)
+        sampled = sampling.next_token(logits, ids, rng, do_sample=True, temperature=1.3, top_k=1)
         assert np.array_equal(sampled, greedy), f"draw {draw}: sampled {sampled}, greedy {greedy}"
 
 
 def test_greedy_applies_repetition_penalty_like_generate():
     logits = np.array([[2.0, 1.9, 0.0]], dtype=np.float32)
-    picked = sampling.next_token(logits, np.array([[0]]), temperature=0, repetition_penalty=1.2)
+    picked = sampling.next_token(logits, np.array([[0]]), do_sample=False, repetition_penalty=1.2)
     assert picked.tolist() == [1]
 
 
@@ -308,7 +308,7 @@ def test_seeded_generator_is_reproducible():
 
     def run(seed):
         rng = np.random.default_rng(seed)
-        return np.stack([sampling.next_token(logits, ids, rng, top_k=0) for _ in range(50)])
+        return np.stack([sampling.next_token(logits, ids, rng, do_sample=True, top_k=0) for _ in range(50)])
 
     first, again, other = run(42), run(42), run(43)
     assert np.array_equal(first, again), f"first mismatch at {np.argwhere(first != again)[0]}"
@@ -337,7 +337,7 @@ def test_filtered_tokens_are_never_drawn():
 
 def test_sampling_without_generator_is_an_error():
     with pytest.raises(ValueError, match="Generator"):
-        sampling.next_token(normal_logits(0), np.zeros((BATCH, 1), dtype=np.int64), temperature=1.0)
+        sampling.next_token(normal_logits(0), np.zeros((BATCH, 1), dtype=np.int64), do_sample=True)
 
 
 @pytest.mark.parametrize(
@@ -351,7 +351,7 @@ def test_sampling_without_generator_is_an_error():
     ],
 )
 def test_validation_rejects_bad_settings(setting, value):
-    settings = dict(temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0)
+    settings = dict(do_sample=True, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0)
     settings[setting] = value
     with pytest.raises(ValueError, match=f"^{setting} must be") as error:
         sampling.validate_sampling_settings(**settings)
@@ -359,7 +359,18 @@ def test_validation_rejects_bad_settings(setting, value):
 
 
 def test_validation_accepts_edge_settings():
-    sampling.validate_sampling_settings(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1e-3, min_new_tokens=0)
+    sampling.validate_sampling_settings(do_sample=True, temperature=1e-6, top_k=0, top_p=1.0, repetition_penalty=1e-3,
+                                        min_new_tokens=0)
     sampling.validate_sampling_settings(
-        temperature=np.float32(0.5), top_k=np.int64(10), top_p=1e-9, repetition_penalty=2, min_new_tokens=5
+        do_sample=True, temperature=np.float32(0.5), top_k=np.int64(10), top_p=1e-9, repetition_penalty=2, min_new_tokens=5
     )
+
+
+def test_greedy_warns_once_about_sampling_settings_it_ignores():
+    with pytest.warns(UserWarning, match="do_sample is False .*temperature=0.7, top_p=0.9 has no effect"):
+        sampling.validate_sampling_settings(do_sample=False, temperature=0.7, top_k=50, top_p=0.9,
+                                            repetition_penalty=1.0, min_new_tokens=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the defaults are no news
+        sampling.validate_sampling_settings(do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
+                                            repetition_penalty=1.0, min_new_tokens=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from minineo.stream import StreamDetokenizer
+from minineo.text.stream import StreamDetokenizer
 
 BPE_DIR = Path(__file__).resolve().parent.parent / "minineo" / "data" / "gpt2-bpe"
 # 4-byte emoji (one with zero-width joiners), 3-byte CJK and kana, 2-byte Latin accents

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from minineo.tokenizer import GPT2_BPE, Tokenizer
+from minineo.weights.tokenizer import GPT2_BPE, Tokenizer
 
 TEXTS = ["Hello world", " leading space, punctuation!?", "naïve café — 日本語 🙂", "a<|endoftext|>b", ""]
 

@@ -3,16 +3,17 @@
 A model directory carries either tokenizer.json (125m) or vocab.json + merges.txt (1.3B, 2.7B);
 a directory with neither falls back to the GPT-2 vocabulary shipped in minineo/data/gpt2-bpe.
 """
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from .errors import MinineoError
+from ..errors import MinineoError
 
 EOS = "<|endoftext|>"
-GPT2_BPE = Path(__file__).parent / "data" / "gpt2-bpe"
+GPT2_BPE = Path(__file__).parent.parent / "data" / "gpt2-bpe"
 
 
 @lru_cache(maxsize=1)
@@ -30,8 +31,9 @@ def bytes_to_unicode():
 
 
 class Tokenizer:
-    def __init__(self, backend):
+    def __init__(self, backend, directory=None):
         self.backend = backend
+        self.directory = directory   # where its files came from: the model's own, or GPT-2's fallback
         self.eos_token_id = backend.token_to_id(EOS)
         if self.eos_token_id is None:
             raise MinineoError(f"the tokenizer has no {EOS} token")
@@ -41,23 +43,31 @@ class Tokenizer:
     def from_dir(cls, directory):
         directory = Path(directory)
         if (directory / "tokenizer.json").exists():
-            return cls(tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")))
+            return cls(_read(directory / "tokenizer.json", tokenizers.Tokenizer.from_file), directory)
         if not (directory / "vocab.json").exists():
+            print(f"minineo: {directory}: no tokenizer files (tokenizer.json, or vocab.json + merges.txt); "
+                  "using GPT-2's vocabulary, which every GPT-Neo shares", file=sys.stderr)
             directory = GPT2_BPE
         vocab, merges = directory / "vocab.json", directory / "merges.txt"
         if not merges.exists():
             raise MinineoError(f"{directory}: has vocab.json but no merges.txt")
-        backend = tokenizers.Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        backend = tokenizers.Tokenizer(_read(vocab, lambda _: models.BPE.from_file(str(vocab), str(merges))))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens([EOS])
-        return cls(backend)
+        return cls(backend, directory)
 
     @property
     def vocab_size(self):
         return self.backend.get_vocab_size()
 
     def encode(self, text):  # str -> list[int]
+        if not isinstance(text, str):
+            raise MinineoError(f"text must be a str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:   # a lone surrogate: not a character any text can hold
+            raise MinineoError(f"text is not valid Unicode: a lone surrogate {text[e.start]!r} at index {e.start}") from None
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids):  # list[int] -> str; bytes that are not valid UTF-8 become U+FFFD
@@ -68,3 +78,11 @@ class Tokenizer:
 
     def token_bytes(self, ids):  # list[int] -> bytes: exactly what the tokens spell, even half a character
         return b"".join(t.encode() if t == EOS else bytes(self._byte_of[c] for c in t) for t in self.tokens(ids))
+
+
+def _read(path, reader):  # reader(path), with a broken file as one line naming it, not a Rust panic message
+    try:
+        return reader(str(path))
+    except Exception as e:   # tokenizers raises plain Exceptions for unreadable, non-JSON or malformed files
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise MinineoError(f"{path}: not a readable tokenizer file ({reason})") from None

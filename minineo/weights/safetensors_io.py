@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MinineoError
+from ..errors import MinineoError
 
 DTYPES = {
     "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
@@ -75,27 +75,6 @@ class SafetensorsFile:
         if dtype not in ("F32", "F16", "F64"):
             raise MinineoError(f"{self.path}: tensor {name} is {dtype}, expected a float tensor")
         return array if dtype == "F32" else array.astype(np.float32)
-
-
-def open_shards(directory):
-    """{tensor name: SafetensorsFile} for model.safetensors or its model-0000k-of-0000n shards."""
-    directory = Path(directory)
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.exists():
-        shard = SafetensorsFile(single)
-        return {name: shard for name in shard.names()}
-    if not index.exists():
-        raise MinineoError(f"{directory}: no model.safetensors or model.safetensors.index.json "
-                           "(minineo reads only safetensors checkpoints)")
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (ValueError, KeyError):
-        raise MinineoError(f"{index}: not a valid index (expected a 'weight_map' object)")
-    shards = {file: SafetensorsFile(directory / file) for file in sorted(set(weight_map.values()))}
-    for name, file in weight_map.items():
-        if name not in shards[file]:
-            raise MinineoError(f"{directory / file}: missing tensor {name} (listed in {index.name})")
-    return {name: shards[file] for name, file in weight_map.items()}
 
 
 STORED_AS = {np.dtype(t): name for name, t in DTYPES.items() if name != "BF16"}   # NumPy has no bfloat16

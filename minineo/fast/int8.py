@@ -4,7 +4,7 @@
 
 The scale of output row j multiplies only output column j, so it is applied after the matmul.
 NumPy has no int8 matmul (an int8 @ float32 product converts the whole of q first), so
-`Int8Weight.matmul_t` converts a few rows of q at a time into a small float32 buffer that stays
+`x @ W.T` (see tiled.py) converts a few rows of q at a time into a small float32 buffer that stays
 in the core's cache, multiplies them at once with BLAS, and moves on. Decoding reads every weight
 once per token, so the win is reading 1 byte per weight from memory instead of 4.
 
@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .threads import parallel_for
+from .tiled import TiledWeight
 
 # Decode (few rows of x): float32 bytes of one converted tile, measured with
 # scripts/bench_int8_kernel.py. The tile must stay in the core's L2 cache between its conversion and
@@ -28,7 +28,7 @@ PREFILL_ROWS = 32
 PREFILL_TILE_ROWS = 256
 
 
-class Int8Weight:
+class Int8Weight(TiledWeight):
     def __init__(self, q, scale):
         self.q = np.asarray(q)  # [out, in]; a memmap stays a view of its file (asarray never copies it)
         self.scale = np.asarray(scale, dtype=np.float32)  # [out]
@@ -48,26 +48,27 @@ class Int8Weight:
     def dequantize(self):  # -> [out, in] float32, the whole matrix: for tests and teaching
         return self.q.astype(np.float32) * self.scale[:, None]
 
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.dequantize(), dtype=dtype)
+
     def __getitem__(self, rows):  # wte[ids]: ids [...] -> [..., in] float32
         w = self.q[rows].astype(np.float32)
         w *= np.asarray(self.scale[rows])[..., None]
         return w
 
-    def matmul_t(self, x):  # x @ W.T: [..., in] -> [..., out] float32
-        n_out, n_in = self.shape
-        x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)  # [M, in]
-        y = np.empty((x2.shape[0], n_out), dtype=np.float32)              # [M, out]
-        rows = tile_rows(x2.shape[0], n_in)
+    def tile_rows(self, m, threads):
+        """Rows of q converted at once, for M rows of x."""
+        if m >= PREFILL_ROWS:
+            return PREFILL_TILE_ROWS
+        return max(1, TILE_BYTES // (4 * self.shape[1]))
 
-        def tile(i):  # y[:, r0:r1] = x @ q[r0:r1].T; tiles never overlap, so threads need no lock
-            r0, r1 = i * rows, min((i + 1) * rows, n_out)
-            w = _scratch(rows * n_in)[:(r1 - r0) * n_in].reshape(r1 - r0, n_in)  # [r, in]
-            w[...] = self.q[r0:r1]                        # int8 -> float32 is exact
-            np.matmul(x2, w.T, out=y[:, r0:r1])           # [M, in] @ [in, r] -> [M, r]
+    def tile_product(self, x2, r0, r1, out):  # out = x2 @ q[r0:r1].T, before the scale
+        w = _scratch((r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])  # [r, in], reused
+        w[...] = self.q[r0:r1]                        # int8 -> float32 is exact
+        np.matmul(x2, w.T, out=out)                   # [M, in] @ [in, r] -> [M, r]
 
-        parallel_for(-(-n_out // rows), tile)
-        y *= self.scale                                   # [M, out] * [out]
-        return y.reshape(*np.shape(x)[:-1], n_out)
+    def finish(self, y):
+        y *= self.scale                               # [M, out] * [out]
 
 
 def quantize(w):  # [out, in] float32 -> Int8Weight
@@ -78,13 +79,6 @@ def quantize(w):  # [out, in] float32 -> Int8Weight
     np.rint(q, out=q)
     np.clip(q, -127, 127, out=q)                                 # rounding can never pass 127; be sure
     return Int8Weight(q.astype(np.int8), scale)
-
-
-def tile_rows(m, n_in):
-    """Rows of q converted at once, for M rows of x and in_features n_in."""
-    if m >= PREFILL_ROWS:
-        return PREFILL_TILE_ROWS
-    return max(1, TILE_BYTES // (4 * n_in))
 
 
 _local = threading.local()

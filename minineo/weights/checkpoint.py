@@ -1,22 +1,22 @@
 """From a Hub-layout checkpoint to minineo's nested dict of weights, every name and shape checked.
 
     params = {"wte": [V, d], "wpe": [P, d], "ln_f": {"g", "b"},
-              "blocks": [{"ln_1": {"g", "b"}, "attn": {"qkv": {"w"}, "out": {"w", "b"}},
+              "blocks": [{"ln_1": {"g", "b"},
+                          "attn": {"q_proj": {"w"}, "k_proj": {"w"}, "v_proj": {"w"}, "out_proj": {"w", "b"}},
                           "ln_2": {"g", "b"}, "mlp": {"c_fc": {"w", "b"}, "c_proj": {"w", "b"}}}, ...]}
 
-Linear weights stay [out, in] as the checkpoint stores them; `linear` computes x @ w.T. q_proj,
-k_proj and v_proj act as one [3d, d] matrix so that one product makes all three: in float32 "qkv"
-holds the list of the three mapped matrices (stacked only in the product), in int8 one stacked copy.
-An int8 checkpoint (written by `python -m minineo.quantize`) stores each matrix as int8 with a
-float32 `<name>_scale` per output row; those load as `Int8Weight`s.
+Linear weights stay [out, in] as the checkpoint stores them; `linear` computes x @ w.T. float32
+weights are read-only NumPy views of the memory-mapped file (nothing is copied at load). An int8
+checkpoint (written by `python -m minineo.quantize`) stores each matrix as int8 with a float32
+`<name>_scale` per output row; those, and every matrix when loading with int8=True, are `Int8Weight`s.
 """
 import sys
 
 import numpy as np
 
-from .errors import MinineoError
-from .int8 import Int8Weight, quantize
-from .safetensors_io import open_shards
+from ..errors import MinineoError
+from ..fast.int8 import Int8Weight, quantize
+from .shards import open_checkpoint
 
 # Buffers that older transformers saved beside the weights (the causal mask and its fill value):
 # not weights, so they are skipped. lm_head.weight is wte itself (the head is tied).
@@ -74,28 +74,20 @@ def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a t
 
 
 def load_params(directory, config, int8=False):
-    files = open_shards(directory)
+    files = open_checkpoint(directory)
     _check(files, config, directory)
 
-    def tensor(name, copy=False):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
+    def tensor(name):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
         f = files[name]
         if f.dtype(name) == "I8":
-            return Int8Weight(f.raw(name, copy), f.float32(name + SCALE_SUFFIX, copy))
+            return Int8Weight(f.raw(name), f.float32(name + SCALE_SUFFIX))
         # wpe stays float32: it is small, and positions are read once per token, not multiplied.
         if int8 and len(f.shape(name)) == 2 and name != "transformer.wpe.weight":
             # Quantized from a copy read through the file: the float32 pages never enter our memory.
             return quantize_rows(f.float32(name, copy=True))
         # A plain ndarray view of the mapped file: slicing a np.memmap runs Python code for every view
         # (the matmul tiles slice each weight a few times per token), an ndarray view does not.
-        return np.asarray(f.float32(name, copy))
-
-    def stacked(names):  # q, k and v as one [3d, d] weight, so that one product makes all three
-        if int8 or files[names[0]].dtype(names[0]) == "I8":   # int8: one stacked copy, read not mapped
-            parts = [tensor(name, copy=True) for name in names]
-            return Int8Weight(np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts]))
-        # float32: the three mapped matrices, which `linear` multiplies as one. Copying them into one
-        # array would cost GPT-Neo 2.7B 2.5 GB of fresh memory and ~2 s of page faults at load.
-        return [tensor(name) for name in names]
+        return np.asarray(f.float32(name))
 
     def norm(prefix):
         return {"g": tensor(prefix + ".weight"), "b": tensor(prefix + ".bias")}
@@ -109,8 +101,8 @@ def load_params(directory, config, int8=False):
         attn = h + "attn.attention."
         blocks.append({
             "ln_1": norm(h + "ln_1"),
-            "attn": {"qkv": {"w": stacked([attn + p + "_proj.weight" for p in "qkv"])},
-                     "out": dense(attn + "out_proj")},
+            "attn": {**{p: {"w": tensor(attn + p + ".weight")} for p in ("q_proj", "k_proj", "v_proj")},
+                     "out_proj": dense(attn + "out_proj")},
             "ln_2": norm(h + "ln_2"),
             "mlp": {"c_fc": dense(h + "mlp.c_fc"), "c_proj": dense(h + "mlp.c_proj")},
         })

@@ -8,15 +8,15 @@ float32 before processing them.
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
-from .attention import softmax
-from .errors import MinineoError
+from ..errors import MinineoError, is_int
+from ..model.attention import softmax
 
 # transformers' GenerationConfig._get_default_generation_params() (configuration_utils.py).
-# Its default strategy is greedy (do_sample=False); here greedy is temperature == 0,
-# and these values are what transformers uses once sampling is switched on.
+# Its default strategy is greedy (do_sample=False), as here; these values apply once do_sample=True.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_K = 50
 DEFAULT_TOP_P = 1.0
@@ -24,18 +24,28 @@ DEFAULT_REPETITION_PENALTY = 1.0
 DEFAULT_MIN_NEW_TOKENS = 0  # transformers: None, which likewise adds no processor
 
 
-def validate_sampling_settings(temperature, top_k, top_p, repetition_penalty, min_new_tokens):
-    # scalars -> None, or ValueError naming the first bad setting
+def validate_sampling_settings(do_sample, temperature, top_k, top_p, repetition_penalty, min_new_tokens):
+    # scalars -> None, or MinineoError naming the first bad setting. Called once per generate call
+    # (by its Settings), not per token: process_logits trusts what it is given.
+    if not isinstance(do_sample, bool):
+        raise MinineoError(f"do_sample must be True or False, got {do_sample!r}")
     if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):
-        raise MinineoError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if not (isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k >= 0):
+        raise MinineoError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if do_sample and temperature == 0:   # as transformers: temperature 0 is not a distribution
+        raise MinineoError("temperature must be > 0 when do_sample=True; for greedy decoding use do_sample=False")
+    if not is_int(top_k, 0):
         raise MinineoError(f"top_k must be an integer >= 0 (0 = disabled), got {top_k!r}")
     if not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
         raise MinineoError(f"top_p must be in (0, 1] (1 = disabled), got {top_p!r}")
     if not (isinstance(repetition_penalty, numbers.Real) and 0 < repetition_penalty < math.inf):
         raise MinineoError(f"repetition_penalty must be a finite number > 0 (1 = disabled), got {repetition_penalty!r}")
-    if not (isinstance(min_new_tokens, numbers.Integral) and not isinstance(min_new_tokens, bool) and min_new_tokens >= 0):
+    if not is_int(min_new_tokens, 0):
         raise MinineoError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
+    ignored = [f"{name}={value!r}" for name, value, default in [("temperature", temperature, DEFAULT_TEMPERATURE),
+               ("top_k", top_k, DEFAULT_TOP_K), ("top_p", top_p, DEFAULT_TOP_P)] if value != default]
+    if ignored and not do_sample:   # as transformers: greedy ignores them, and says so
+        warnings.warn(f"do_sample is False (greedy), so {', '.join(ignored)} has no effect; "
+                      "pass do_sample=True to sample", UserWarning, stacklevel=5)
 
 
 def apply_repetition_penalty(logits, previous_ids, penalty, attention_mask=None):
@@ -116,6 +126,7 @@ def process_logits(
     num_new_tokens=0,
     eos_token_id=None,
     attention_mask=None,
+    do_sample=False,
     temperature=DEFAULT_TEMPERATURE,
     top_k=DEFAULT_TOP_K,
     top_p=DEFAULT_TOP_P,
@@ -126,13 +137,12 @@ def process_logits(
     # Same order as transformers' GenerationMixin._get_logits_processor: processors first
     # (repetition penalty, then min-new-tokens), then, only when sampling, the warpers
     # temperature -> top-k -> top-p.  Each step is skipped under the same condition as there.
-    validate_sampling_settings(temperature, top_k, top_p, repetition_penalty, min_new_tokens)
     logits = np.asarray(logits, dtype=np.float32)
     if repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, previous_ids, repetition_penalty, attention_mask)
     if eos_token_id is not None and min_new_tokens > 0:
         logits = apply_min_length(logits, eos_token_id, num_new_tokens, min_new_tokens)
-    if temperature == 0:
+    if not do_sample:
         return logits
     if temperature != 1.0:
         logits = apply_temperature(logits, temperature)
@@ -149,7 +159,7 @@ def greedy(logits):
 def sample(logits, rng):
     # [B, V] -> [B]
     if rng is None:
-        raise ValueError("sampling (temperature > 0) needs a numpy.random.Generator, got rng=None")
+        raise ValueError("sampling (do_sample=True) needs a numpy.random.Generator, got rng=None")
     # Inverse-CDF draw, one uniform per row, so a seeded Generator reproduces the tokens.
     # float64 here only: a float32 running sum over 50k tokens drifts visibly.
     weights = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
@@ -162,8 +172,6 @@ def sample(logits, rng):
 
 def next_token(logits, previous_ids, rng=None, **settings):
     # [B, V], [B, T] -> [B]
-    # settings: the keyword arguments of process_logits; temperature 0 is greedy and needs no rng
+    # settings: the keyword arguments of process_logits; do_sample=False is greedy and needs no rng
     processed = process_logits(logits, previous_ids, **settings)
-    if settings.get("temperature", DEFAULT_TEMPERATURE) == 0:
-        return greedy(processed)
-    return sample(processed, rng)
+    return sample(processed, rng) if settings.get("do_sample") else greedy(processed)

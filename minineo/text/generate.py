@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import sampling
-from .errors import MinineoError
+from ..errors import MinineoError, is_int
 from .stream import StreamDetokenizer
 
 # transformers' default is max_length=20 *including* the prompt, which a longer prompt uses up
@@ -41,24 +41,16 @@ class Settings:
     def __post_init__(self):
         for name, low in [("max_new_tokens", 0), ("max_length", 1), ("min_length", 0)]:
             value = getattr(self, name)
-            if value is not None and not _is_int(value, low):
+            if value is not None and not is_int(value, low):
                 raise MinineoError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.seed is not None and not _is_int(self.seed, 0):
+        if self.seed is not None and not is_int(self.seed, 0):
             raise MinineoError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.do_sample and self.temperature == 0:
-            # as transformers: temperature 0 is not a distribution
-            raise MinineoError("temperature must be > 0 when do_sample=True; for greedy decoding use do_sample=False")
-        sampling.validate_sampling_settings(self.temperature, self.top_k, self.top_p,
+        sampling.validate_sampling_settings(self.do_sample, self.temperature, self.top_k, self.top_p,
                                             self.repetition_penalty, self.min_new_tokens)
 
-    def sampling_kwargs(self):
-        # what next_token needs; greedy is temperature 0 there
-        return dict(temperature=self.temperature if self.do_sample else 0, top_k=self.top_k,
+    def sampling_kwargs(self):  # what next_token needs
+        return dict(do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k,
                     top_p=self.top_p, repetition_penalty=self.repetition_penalty)
-
-
-def _is_int(value, low):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
 
 
 def plan_lengths(T, settings, context):

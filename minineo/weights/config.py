@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MinineoError
+from ..errors import MinineoError
 
 ATTENTION_KINDS = ("global", "local")
 

@@ -4,9 +4,10 @@
     generator("EleutherAI has", do_sample=True, min_length=50)
     # -> [{'generated_text': 'EleutherAI has ...'}]   (the prompt included, as in transformers)
 """
-from .errors import MinineoError
+from ..errors import MinineoError
 from .generate import generate
-from .model import GPTNeo, load
+from ..model import GPTNeo
+from ..weights import load
 
 TASKS = ("text-generation",)
 
@@ -37,7 +38,8 @@ class TextGenerationPipeline:
             raise MinineoError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
         settings = {**self.settings, **settings}
         settings.update({key: value for key, value in PIPELINE_DEFAULTS.items() if key not in settings
-                         and not (key == "max_new_tokens" and "max_length" in settings)})
+                         and not (key == "max_new_tokens" and "max_length" in settings)
+                         and not (key == "temperature" and not settings.get("do_sample", True))})
         if isinstance(text_inputs, str):
             return self._complete(text_inputs, return_full_text, num_return_sequences, settings)
         return [self._complete(p, return_full_text, num_return_sequences, settings) for p in text_inputs]

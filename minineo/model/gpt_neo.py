@@ -4,15 +4,11 @@ Dimensions: B = batch, T = new tokens, d = hidden size, V = vocabulary, L = laye
 """
 import numpy as np
 
+from ..errors import MinineoError
 from .block import block
 from .cache import Cache
-from .checkpoint import load_params
-from .config import load_config
 from .embedding import embed, lm_head
-from .errors import MinineoError
-from .hub import resolve
 from .layer_norm import layer_norm
-from .tokenizer import Tokenizer
 
 
 def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, hidden_states=None):  # [B, T] -> [B, T, d]
@@ -95,10 +91,3 @@ class GPTNeo:
                                f"max_position_embeddings ({self.config.max_position_embeddings})")
         return ids, mask.astype(np.int64), squeeze
 
-
-def load(name=None, int8=False):
-    """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, or None for the bundled model."""
-    directory = resolve(name)
-    config = load_config(directory / "config.json")
-    params = load_params(directory, config, int8=int8)
-    return GPTNeo(config, params, Tokenizer.from_dir(directory), source=str(directory))

@@ -2,13 +2,15 @@
 import re
 from pathlib import Path
 
-from .errors import MinineoError
+from ..errors import MinineoError
 
-BUNDLED = Path(__file__).parent / "data" / "neo-shakespeare"
+BUNDLED = Path(__file__).parent.parent / "data" / "neo-shakespeare"
 RELEASES = {"125M": "EleutherAI/gpt-neo-125m", "1.3B": "EleutherAI/gpt-neo-1.3B", "2.7B": "EleutherAI/gpt-neo-2.7B"}
-# Only what minineo reads: never the PyTorch, TensorFlow, Flax or Rust copies of the weights.
+# Only what minineo reads: never the TensorFlow, Flax or Rust copies of the weights, and the PyTorch
+# copies only when a repository has no safetensors (many fine-tunes and the TinyStories models).
 NEEDED_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json",
                 "tokenizer.json", "vocab.json", "merges.txt"]
+TORCH_FILES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -29,14 +31,22 @@ def resolve(name=None):
 
 def download(repo_id):
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import list_repo_files, snapshot_download
     except ImportError:
         raise MinineoError(f"{repo_id}: not a local directory, and huggingface_hub is not installed "
-                           "to download it (pip install huggingface_hub)")
+                           "to download it (pip install huggingface_hub)") from None
+    try:   # ask the Hub which files exist, so that only one copy of the weights is downloaded
+        files = list_repo_files(repo_id)
+    except Exception:   # offline: the local cache may still hold the model, and snapshot_download finds it
+        files = []
+    patterns = NEEDED_FILES
+    if files and not any(name.endswith(".safetensors") for name in files):
+        patterns = NEEDED_FILES + TORCH_FILES
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=NEEDED_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:   # offline, unknown repo, no permission: all one message for the user
         raise MinineoError(
             f"{repo_id}: not a local directory, and downloading it from the Hugging Face Hub failed "
-            f"({type(e).__name__}). On a machine with internet run `huggingface-cli download {repo_id} "
-            f"--include {' '.join(NEEDED_FILES)}` and pass the directory it prints with --model")
+            f"({type(e).__name__}). On a machine with internet run `hf download {repo_id} --include "
+            f"{' '.join(repr(p) for p in NEEDED_FILES)}` (a repository without safetensors: "
+            f"{' '.join(repr(p) for p in TORCH_FILES)}) and pass the directory it prints with --model") from None

@@ -32,7 +32,12 @@ def attention(q, k, v, mask):  # [B, H, T, hd], [B, H, S, hd], [B, H, S, hd], [B
     return softmax(scores) @ v
 
 
-def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=256):  # -> [B, H, T, hd]
+# Queries per block in banded_attention: a local layer's block then scores at most 256 x (256 + window)
+# keys instead of T x T, and a block's [B, H, 256, S'] scores stay a few MB for the released models.
+QUERY_BLOCK = 256
+
+
+def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=QUERY_BLOCK):  # -> [B, H, T, hd]
     # attention() for a block of queries at a time, against only the keys that its mask can let
     # through: for a local layer the band of `window` keys behind the block, not all T x S scores.
     # The same numbers as one big masked attention(); k_idx must be sorted (the caches keep it so).
@@ -58,11 +63,13 @@ def merge_heads(x):  # [B, H, T, hd] -> [B, T, H * hd]
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
 
 
-def self_attention(x, qkv, out, *, n_head, window, q_idx, real, cache=None):  # [B, T, d] -> [B, T, d]
-    # One product makes q, k and v for every head: [B, T, 3d] viewed as 3 * n_head heads.
-    q, k, v = np.split(split_heads(linear(x, **qkv), 3 * n_head), 3, axis=1)   # 3 x [B, H, T, hd]
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None):
+    # [B, T, d] -> [B, T, d]. Each projection makes all heads at once: [B, T, d] split into n_head heads.
+    q = split_heads(linear(x, **q_proj), n_head)   # [B, H, T, hd]
+    k = split_heads(linear(x, **k_proj), n_head)
+    v = split_heads(linear(x, **v_proj), n_head)
     k_idx = q_idx
     if cache is not None:   # prepend the keys and values of earlier tokens, and remember these
-        k, v, k_idx = cache.update(k, v, q_idx)
+        k, v, k_idx = cache.update(k, v)
     heads = banded_attention(q, k, v, q_idx, k_idx, real, window)
-    return linear(merge_heads(heads), **out)
+    return linear(merge_heads(heads), **out_proj)

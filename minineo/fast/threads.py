@@ -59,14 +59,24 @@ def set_threads(n=None):
         _threads, _pool = n, None
 
 
-def parallel_for(n_items, work):
-    """Call work(i) for i in range(n_items), spread over get_threads() threads, BLAS at 1 thread each.
+# A product smaller than this (weights x rows of x) runs on one thread: starting the pool's threads
+# and handing them tiles costs tens of microseconds, more than a small product gains from them.
+MIN_WORK_FOR_THREADS = 1 << 20
+
+
+def threads_for(n_weights, m):  # -> the threads worth using for a product of m rows with n_weights weights
+    return get_threads() if n_weights * m >= MIN_WORK_FOR_THREADS else 1
+
+
+def parallel_for(n_items, work, threads=None):
+    """Call work(i) for i in range(n_items), spread over `threads` threads (default get_threads()),
+    BLAS at 1 thread each.
 
     Threads take the next item as they finish one, so a core slowed by a neighbour does less.
     `work` must be thread-safe; its NumPy and BLAS calls release the GIL, so threads really overlap.
     Not reentrant: `work` must not call parallel_for.
     """
-    n_threads = min(get_threads(), n_items)
+    n_threads = min(threads or get_threads(), n_items)
     if n_threads <= 1:  # one thread: no pool, and BLAS may keep all its threads for the one item
         for i in range(n_items):
             work(i)

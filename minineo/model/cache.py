@@ -13,9 +13,10 @@ class GlobalCache:
         self.k = self.v = None   # [B, H, capacity, hd], filled up to self.n
         self.n = 0
 
-    def update(self, k, v, idx):  # [B, H, T, hd] x 2, [T] -> [B, H, n, hd] x 2, [n]: every key so far
+    def update(self, k, v):  # [B, H, T, hd] x 2 -> [B, H, n, hd] x 2, [n]: every key so far, and its index
         end = self.n + k.shape[2]
         if self.k is None or end > self.k.shape[2]:   # grow by doubling: amortised O(1) per token
+            # at least 16 rows, so that a prompt of a few tokens does not regrow on each of the next steps
             capacity = max(end, 2 * (0 if self.k is None else self.k.shape[2]), 16)
             self.k, self.v = (_grow(buf, k, capacity, self.n) for buf in (self.k, self.v))
         self.k[:, :, self.n:end], self.v[:, :, self.n:end] = k, v
@@ -30,7 +31,7 @@ class LocalCache:
         self.start = self.end = 0
         self.n = 0                # tokens seen
 
-    def update(self, k, v, idx):  # [B, H, T, hd] x 2, [T] -> the last window - 1 keys before these, then these
+    def update(self, k, v):  # [B, H, T, hd] x 2 -> the last window - 1 keys before these, then these; indices
         # A new query sees at most window - 1 earlier keys, so those are kept. New keys are appended
         # after them, and attention reads a view of the buffer: no copy per token. When the buffer is
         # full (once every `window` tokens), the kept keys and the new ones are joined into a new

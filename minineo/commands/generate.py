@@ -1,0 +1,210 @@
+"""`minineo "prompt"` (or `python -m minineo`): print the continuation as it is generated.
+
+Flags follow llama.cpp (-p, -f, -n, --temp, --top-k, --top-p, --repeat-penalty, -s, -t,
+--ignore-eos; temperature 0 = greedy, -n -1 = until the context is full, -s -1 = a random seed) and
+transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Unlike generate(), the
+CLI samples by default, at temperature 0.8 as llama.cpp does: greedy decoding of a small model
+loops on one phrase, which is a poor first impression of a text tool.
+"""
+import argparse
+import math
+import resource
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+from ..errors import MinineoError
+from ..fast.threads import set_threads
+from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
+from ..weights import load
+from .common import Parser, add_model_flags, run_command
+
+DEFAULT_TEMPERATURE = 0.8      # llama.cpp's default; 0 = greedy
+DEFAULT_MAX_NEW_TOKENS = 100
+# A prompt from stdin or -f is read up to this many bytes: `minineo < /dev/zero` must not fill the
+# memory. It is far more than any context holds (2048 tokens are ~10 KB of text).
+MAX_PROMPT_BYTES = 1 << 20
+
+
+def number(kind, check, expected):  # an argparse type: kind(text) that passes check, else "expected ..."
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+def parser():
+    p = Parser(prog="minineo", description="Generate text with GPT-Neo in plain NumPy.")
+    p.add_argument("prompt", nargs="?", help="the text to continue; '-' (or nothing, with piped input): "
+                   "read it from stdin; nothing at a terminal: start from <|endoftext|>")
+    p.add_argument("-p", "--prompt", dest="prompt_flag", metavar="TEXT", help="the prompt, as llama.cpp takes it")
+    p.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a UTF-8 text file")
+    add_model_flags(p)
+    p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N", default=DEFAULT_MAX_NEW_TOKENS,
+                   type=number(int, lambda n: n >= 0 or n == -1, "an integer >= 0, or -1 (until the context is full)"),
+                   help=f"tokens to generate at most, -1 = until the context is full (default {DEFAULT_MAX_NEW_TOKENS})")
+    p.add_argument("--temperature", "--temp", metavar="T", default=DEFAULT_TEMPERATURE,
+                   type=number(float, lambda t: 0 <= t < math.inf, "a finite number >= 0"),
+                   help=f"sampling temperature, 0 = greedy (default {DEFAULT_TEMPERATURE})")
+    p.add_argument("--top-k", metavar="K", default=Settings.top_k,
+                   type=number(int, lambda k: k >= 0, "an integer >= 0"),
+                   help=f"sample among the k likeliest tokens, 0 = all (default {Settings.top_k})")
+    p.add_argument("--top-p", metavar="P", default=Settings.top_p,
+                   type=number(float, lambda p: 0 < p <= 1, "a number in (0, 1]"),
+                   help=f"sample among the likeliest tokens that make up this probability (default {Settings.top_p})")
+    p.add_argument("--repetition-penalty", "--repeat-penalty", metavar="R", default=Settings.repetition_penalty,
+                   type=number(float, lambda r: 0 < r < math.inf, "a finite number > 0"),
+                   help=f"> 1 makes tokens already in the text less likely (default {Settings.repetition_penalty})")
+    p.add_argument("--min-new-tokens", metavar="N", default=Settings.min_new_tokens,
+                   type=number(int, lambda n: n >= 0, "an integer >= 0"),
+                   help="do not stop at <|endoftext|> before this many tokens")
+    p.add_argument("--ignore-eos", action="store_true", help="never stop at <|endoftext|>: generate all -n tokens")
+    p.add_argument("-s", "--seed", metavar="SEED", type=number(int, lambda s: s >= -1, "an integer >= 0, or -1 (random)"),
+                   help="random seed: the same seed, the same text (default, or -1: random)")
+    p.add_argument("--truncate", action="store_true", help="keep the end of a prompt too long for the context")
+    p.add_argument("--no-display-prompt", action="store_true", help="print only the generated text")
+    p.add_argument("--no-stream", action="store_true", help="print the text at the end instead of as it comes")
+    p.add_argument("--stats", action="store_true", help="print load time, speed and peak memory on stderr")
+    p.add_argument("--version", action="version", version=f"minineo {_version()}")
+    return p
+
+
+def _version():
+    try:
+        return version("minineo")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def settings_from(args, context):  # the parsed flags -> generate's settings
+    max_new = args.max_new_tokens
+    if max_new == -1:   # llama.cpp's "until the context is full": what the prompt leaves room for
+        max_new = context - max(1, len(args.prompt_ids))
+    return dict(max_new_tokens=max_new, do_sample=args.temperature > 0,
+                temperature=args.temperature if args.temperature > 0 else Settings.temperature,
+                top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                min_new_tokens=max_new if args.ignore_eos else args.min_new_tokens,
+                seed=None if args.seed == -1 else args.seed, truncate=args.truncate)
+
+
+def read_bounded(stream, where):  # a binary stream -> str, at most MAX_PROMPT_BYTES of UTF-8
+    data = stream.read(MAX_PROMPT_BYTES + 1)
+    if len(data) > MAX_PROMPT_BYTES:
+        raise MinineoError(f"{where}: stopped reading after {MAX_PROMPT_BYTES} bytes; a prompt is at most "
+                           f"{MAX_PROMPT_BYTES} bytes (the models' contexts hold ~10 KB of text)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MinineoError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def read_prompt(args):
+    given = [name for name, value in [("PROMPT", args.prompt), ("-p", args.prompt_flag), ("-f", args.file)]
+             if value is not None]
+    if len(given) > 1:
+        raise MinineoError(f"give the prompt one way, not {' and '.join(given)}")
+    if args.file is not None:
+        try:
+            with open(args.file, "rb") as f:
+                return read_bounded(f, args.file)
+        except OSError as e:
+            raise MinineoError(f"{args.file}: {e.strerror.lower()}") from None
+    prompt = args.prompt if args.prompt is not None else args.prompt_flag
+    if prompt is not None and prompt != "-":
+        return prompt
+    if sys.stdin is None or sys.stdin.closed:
+        if prompt == "-":
+            raise MinineoError("stdin is closed: nothing to read the prompt from")
+        return ""
+    if prompt is None and sys.stdin.isatty():
+        return ""   # nothing given: unconditional generation
+    # like the shell's $(...), drop the trailing newline that `echo` and editors add
+    return read_bounded(sys.stdin.buffer, "stdin").rstrip("\n")
+
+
+class Output:
+    """stdout, written piece by piece and flushed (streaming) or all at once at the end (--no-stream)."""
+
+    def __init__(self, stream):
+        self.stream, self.held = stream, []
+
+    def write(self, text):
+        if self.stream:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            self.held.append(text)
+
+    def finish(self):   # also on Ctrl-C: what was generated is printed, streamed or not
+        sys.stdout.write("".join(self.held) + "\n")
+        sys.stdout.flush()
+        self.held = []
+
+
+class Clock:
+    """When the first new token came and how many followed: prompt and generation speeds."""
+
+    def __init__(self):
+        self.start, self.first, self.count = time.perf_counter(), None, 0
+
+    def timed(self, tokens):  # an iterator of tokens -> the same tokens, timed
+        for token in tokens:
+            if self.first is None:
+                self.first = time.perf_counter()
+            self.count += 1
+            yield token
+
+    def report(self, prompt_tokens, load_s):  # -> lines for stderr
+        end = time.perf_counter()
+        lines = [f"load: {load_s:.2f} s"]
+        if self.first is not None:
+            # the first new token comes out of the prompt's forward pass; each later one costs one step
+            prompt_s, steps_s = self.first - self.start, end - self.first
+            lines.append(f"prompt: {prompt_tokens} tokens in {prompt_s:.2f} s ({prompt_tokens / prompt_s:.1f} tokens/s)")
+            rate = f"{(self.count - 1) / steps_s:.1f} tokens/s" if self.count > 1 else "n/a"
+            lines.append(f"generation: {self.count} tokens in {end - self.start:.2f} s ({rate} after the first)")
+        # ru_maxrss is in KiB on Linux, bytes on macOS
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+        lines.append(f"peak memory: {peak:.0f} MiB")
+        return lines
+
+
+def run(args):
+    if args.threads is not None:
+        set_threads(args.threads)
+    prompt = read_prompt(args)
+    started = time.perf_counter()
+    model = load(args.model, int8=args.int8)
+    load_s = time.perf_counter() - started
+
+    eos = model.config.eos_token_id
+    args.prompt_ids = model.tokenizer.encode(prompt)
+    ids, mask = batch_prompts([args.prompt_ids], eos)
+    settings = settings_from(args, model.config.max_position_embeddings)
+    steps = generate_steps(model, ids, mask, **settings)   # a prompt too long fails here, before any output
+    out, clock = Output(stream=not args.no_stream), Clock()
+    try:
+        if not args.no_display_prompt:
+            out.write(prompt)
+        for piece in detokenize(clock.timed(new[0] for new in steps), model.tokenizer, eos):
+            out.write(piece)
+    finally:   # Ctrl-C included: keep what was generated
+        out.finish()
+    if args.stats:
+        for line in clock.report(ids.shape[1], load_s):
+            print(f"minineo: {line}", file=sys.stderr)
+
+
+def main(argv=None):
+    # A terminal or pipe that cannot show a character (an ASCII-only locale) gets a replacement
+    # character rather than a UnicodeEncodeError halfway through the text.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    args = parser().parse_args(argv)
+    return run_command(run, args)

@@ -1,0 +1,28 @@
+"""Speed beside the math: the same products as minineo.model, computed faster.
+
+    tiled.py    float32 weights whose `x @ w.T` runs in tiles of rows shared by minineo's threads
+    int8.py     int8 weights with one scale per row, and their tiled product
+    threads.py  how many threads, and how they share the tiles
+
+`tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
+unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the
+same numbers.
+"""
+import numpy as np
+
+from .int8 import Int8Weight, quantize
+from .threads import get_threads, set_threads
+from .tiled import TiledWeight
+
+
+def tiled(params):  # the same nested dict of weights, each float32 matrix wrapped in a TiledWeight
+    if isinstance(params, dict):
+        return {name: tiled(value) for name, value in params.items()}
+    if isinstance(params, list):
+        return [tiled(value) for value in params]
+    if isinstance(params, np.ndarray) and params.ndim == 2:
+        return TiledWeight(params)
+    return params
+
+
+__all__ = ["Int8Weight", "TiledWeight", "get_threads", "quantize", "set_threads", "tiled"]

@@ -1,0 +1,2 @@
+"""Using a model: choosing the next token (sampling), generating text (generate, stream, pipeline)
+and scoring it (perplexity)."""

@@ -1,0 +1,23 @@
+"""minineo.load: from a name as a user types it to a GPTNeo ready to run."""
+from ..errors import MinineoError
+from ..fast import tiled
+from ..model import GPTNeo
+from .checkpoint import load_params
+from .config import load_config
+from .hub import resolve
+from .tokenizer import Tokenizer
+
+
+def load(name=None, int8=False, fast=True):
+    """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, or None for the bundled model.
+
+    int8=True quantizes every matrix to int8 at load. fast=False keeps float32 matrices as plain NumPy
+    arrays, so that `x @ w.T` is NumPy's own product: the textbook path, slower on several cores."""
+    directory = resolve(name)
+    config = load_config(directory / "config.json")
+    params = load_params(directory, config, int8=int8)
+    tokenizer = Tokenizer.from_dir(directory)
+    if tokenizer.directory == directory and tokenizer.vocab_size > config.vocab_size:   # ids past the embedding
+        raise MinineoError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
+                           f"vocab_size ({config.vocab_size})")
+    return GPTNeo(config, tiled(params) if fast else params, tokenizer, source=str(directory))
