@@ -13,7 +13,7 @@ import transformers
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
-from golden_cases import CASES, IDS, MASK, config  # noqa: E402
+from golden_cases import CASES, IDS, MASK, SCALE, config  # noqa: E402
 
 from minineo.weights.random_checkpoint import write_random_checkpoint  # noqa: E402
 
@@ -22,7 +22,7 @@ def main():
     golden = {}
     for seed, name in enumerate(CASES):
         with tempfile.TemporaryDirectory() as directory:
-            write_random_checkpoint(directory, config(name), seed=seed)
+            write_random_checkpoint(directory, config(name), seed=seed, scale=SCALE)
             model = transformers.GPTNeoForCausalLM.from_pretrained(directory).eval()
             positions = np.where(MASK == 1, np.cumsum(MASK, 1) - 1, 1)
             with torch.no_grad():

@@ -7,13 +7,13 @@ import pytest
 import minineo
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from conftest import assert_close
-from golden_cases import CASES, IDS, MASK, config
+from golden_cases import CASES, IDS, MASK, SCALE, config
 
 GOLDEN = np.load(Path(__file__).parent / "golden" / "logits.npz")
 
 
 @pytest.mark.parametrize("seed, name", enumerate(CASES))
 def test_logits_match_stored_transformers_logits(tmp_path, seed, name):
-    model = minineo.load(write_random_checkpoint(tmp_path, config(name), seed=seed))
+    model = minineo.load(write_random_checkpoint(tmp_path, config(name), seed=seed, scale=SCALE))
     print("golden logits from", GOLDEN["versions"])
     assert_close(model(IDS, attention_mask=MASK), GOLDEN[name], name, where=MASK == 1)

@@ -68,16 +68,21 @@ class GPTNeo:
     def new_cache(self, batch_size=1):
         return Cache(self.config, batch_size)
 
+    def check_finite(self, values):  # values computed by this model -> values, or a MinineoError saying why not
+        # NaN or inf in a checkpoint would otherwise come out as junk text or a perplexity of nan.
+        if np.isfinite(values).all():
+            return values
+        name = next((name for name, w in named_weights(self.params) if not np.isfinite(np.asarray(w)).all()), None)
+        cause = (f"its weight {name} holds NaN or inf" if name else
+                 "no weight holds NaN or inf, so an activation overflowed float32")
+        raise MinineoError(f"{self.source}: the model computed NaN or inf values ({cause})")
+
     def _check(self, ids, attention_mask, cache):
-        ids = np.asarray(ids)
+        ids = check_token_ids(ids, self.config.vocab_size)
         squeeze = ids.ndim == 1
-        if ids.ndim not in (1, 2) or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise MinineoError(f"ids: expected a non-empty integer array [T] or [B, T], "
-                               f"got {ids.dtype} of shape {list(ids.shape)}")
+        if ids.ndim not in (1, 2) or ids.size == 0:
+            raise MinineoError(f"ids: expected a non-empty integer array [T] or [B, T], got shape {list(ids.shape)}")
         ids = ids.reshape(-1, ids.shape[-1])
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
-            raise MinineoError(f"ids: token ids must be in [0, {self.config.vocab_size}), "
-                               f"got {ids.min()}..{ids.max()}")
         mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask)
         mask = mask.reshape(-1, mask.shape[-1]) if mask.ndim else mask
         if mask.shape != ids.shape or not np.isin(mask, (0, 1)).all():
@@ -91,3 +96,22 @@ class GPTNeo:
                                f"max_position_embeddings ({self.config.max_position_embeddings})")
         return ids, mask.astype(np.int64), squeeze
 
+
+def check_token_ids(ids, vocab_size, what="ids"):  # -> an integer array of ids in [0, vocab_size)
+    # Floats are refused, not truncated: 3.7 is no token, and a silent cast would hide the mistake.
+    ids = np.asarray(ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise MinineoError(f"{what}: token ids must be integers, got {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise MinineoError(f"{what}: token ids must be in [0, {vocab_size}), got {ids.min()}..{ids.max()}")
+    return ids
+
+
+def named_weights(params, prefix=""):  # the nested dict of weights -> (name, weight) pairs, e.g. "blocks.3.mlp.c_fc.w"
+    items = params.items() if isinstance(params, dict) else enumerate(params)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, list)):
+            yield from named_weights(value, name + ".")
+        else:
+            yield name, value

@@ -9,13 +9,13 @@ Four layers, each built on the one before:
     generate(model, prompt(s), ...)                  the new text
 Every setting means what it means in transformers' `generate` (see `Settings`).
 """
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import sampling
 from ..errors import MinineoError, is_int
+from ..model.gpt_neo import check_token_ids
 from .stream import StreamDetokenizer
 
 # transformers' default is max_length=20 *including* the prompt, which a longer prompt uses up
@@ -94,10 +94,12 @@ def generate_steps(model, ids, attention_mask=None, **settings):
     one per step, until every row has produced EOS or max_new_tokens steps. A row that is finished
     gets EOS as padding from then on, as in transformers. Checks happen now, not at the first step."""
     s = Settings(**settings)
-    ids = np.asarray(ids)
+    ids = check_token_ids(ids, model.config.vocab_size)
     if ids.ndim != 2:
         raise MinineoError(f"ids: expected a left-padded batch [B, T], got shape {list(ids.shape)}")
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    if mask.shape != ids.shape:   # refused, not cut to fit: a mask of another width belongs to other ids
+        raise MinineoError(f"attention_mask: expected shape {list(ids.shape)} (that of ids), got {list(mask.shape)}")
     kept, max_new, min_new = plan_lengths(ids.shape[1], s, model.config.max_position_embeddings)
     # truncation drops columns from the left: pads first, then the oldest tokens
     return _steps(model, ids[:, -kept:], mask[:, -kept:], max_new, min_new, s)
@@ -116,7 +118,7 @@ def _steps(model, ids, mask, max_new, min_new, s):
     cache = model.new_cache(B)
     h = model.forward(ids, mask, cache)[:, -1]   # [B, T] -> [B, d]: only the last position is scored
     for n in range(max_new):
-        logits = model.logits(h)                 # [B, d] -> [B, V]
+        logits = model.check_finite(model.logits(h))   # [B, d] -> [B, V]
         new = sampling.next_token(logits, tokens[:, :T + n], rng, num_new_tokens=n, eos_token_id=eos,
                                   attention_mask=real[:, :T + n], min_new_tokens=min_new,
                                   **s.sampling_kwargs())
@@ -133,8 +135,8 @@ def generate_ids(model, prompts, **settings):
     """Token ids in, new token ids out. prompts: one list of ids (-> one list) or a list of such
     lists, of any lengths (-> a list of lists, generated together as one left-padded batch).
     Each output ends with EOS when the model stopped there."""
-    single = len(prompts) == 0 or isinstance(prompts[0], numbers.Integral)
-    batch = [prompts] if single else list(prompts)
+    single = len(prompts) == 0 or np.ndim(prompts[0]) == 0
+    batch = [check_token_ids(p, model.config.vocab_size, "prompts") for p in ([prompts] if single else prompts)]
     eos = model.config.eos_token_id
     steps = list(generate_steps(model, *batch_prompts(batch, eos), **settings))   # N x [B]
     outputs = [cut_after_eos(row, eos) for row in np.array(steps, np.int64).reshape(-1, len(batch)).T]
@@ -181,6 +183,8 @@ def generate(model, prompt, stream=None, **settings):
         return "".join(pieces)
     if stream is not None:
         raise MinineoError("stream= works with one prompt at a time, not a list")
+    if not isinstance(prompt, (list, tuple)) or not all(isinstance(p, str) for p in prompt):
+        raise MinineoError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
     prompts = list(prompt)
     if not prompts:
         return []

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MinineoError, is_int
+from ..model.gpt_neo import check_token_ids
 
 # Rows of logits made at once: the LM head's [rows, V] output is 51 MB at V = 50257, not 400 MB for
 # a 2048-token window.
@@ -74,7 +75,7 @@ def window_nll(model, ids, begin, end, first):  # -> float: the total over ids[f
     h = model.forward(ids[begin:end - 1])[first - 1 - begin:]   # [T - 1, d] -> [n, d]
     targets = ids[first:end]                                      # [n]
     # Logits only for the scored positions: the LM head (d x V) costs more than a block per token.
-    return sum(float(token_nll(model.logits(h[i:i + LOGIT_ROWS]), targets[i:i + LOGIT_ROWS]).sum())
+    return sum(float(token_nll(model.check_finite(model.logits(h[i:i + LOGIT_ROWS])), targets[i:i + LOGIT_ROWS]).sum())
                for i in range(0, len(targets), LOGIT_ROWS))
 
 
@@ -109,8 +110,9 @@ def _check(model, ids, context, stride):  # -> context, stride with their defaul
     stride = max(1, context // 4) if stride is None else stride
     if not is_int(stride) or not 1 <= stride <= context:
         raise MinineoError(f"stride must be an integer from 1 to the context ({context}), got {stride!r}")
-    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
-        raise MinineoError(f"ids: expected a 1-D list of token ids, got {ids.dtype} of shape {list(ids.shape)}")
+    check_token_ids(ids, model.config.vocab_size)
+    if ids.ndim != 1:
+        raise MinineoError(f"ids: expected a 1-D list of token ids, got shape {list(ids.shape)}")
     if len(ids) < 2:
         raise MinineoError(f"the text is {len(ids)} token{'s' * (len(ids) != 1)} long; perplexity needs "
                            "at least 2 (the first token is only context)")

@@ -37,15 +37,21 @@ class TextGenerationPipeline:
         if not (isinstance(num_return_sequences, int) and num_return_sequences >= 1):
             raise MinineoError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
         settings = {**self.settings, **settings}
-        settings.update({key: value for key, value in PIPELINE_DEFAULTS.items() if key not in settings
-                         and not (key == "max_new_tokens" and "max_length" in settings)
-                         and not (key == "temperature" and not settings.get("do_sample", True))})
+        defaults = {key: value for key, value in PIPELINE_DEFAULTS.items() if key not in settings
+                    and not (key == "max_new_tokens" and "max_length" in settings)
+                    and not (key == "temperature" and not settings.get("do_sample", True))}
+        settings.update(defaults)
         if isinstance(text_inputs, str):
-            return self._complete(text_inputs, return_full_text, num_return_sequences, settings)
-        return [self._complete(p, return_full_text, num_return_sequences, settings) for p in text_inputs]
+            return self._complete(text_inputs, return_full_text, num_return_sequences, settings, defaults)
+        return [self._complete(p, return_full_text, num_return_sequences, settings, defaults) for p in text_inputs]
 
-    def _complete(self, prompt, return_full_text, n, settings):  # -> [{'generated_text': str}] * n
+    def _complete(self, prompt, return_full_text, n, settings, defaults):  # -> [{'generated_text': str}] * n
         # One prompt at a time, as transformers' pipeline runs by default (batch_size=1): min_length and
         # max_length then count this prompt's own tokens. Its n sequences are one batch of equal rows.
+        if "max_new_tokens" in defaults:
+            # A default the user never set must not be why a call fails: 256 new tokens fill the bundled
+            # model's whole context, so the default shrinks to the room this prompt leaves.
+            room = self.model.config.max_position_embeddings - max(1, len(self.model.tokenizer.encode(prompt)))
+            settings = {**settings, "max_new_tokens": max(0, min(defaults["max_new_tokens"], room))}
         texts = generate(self.model, [prompt] * n, **settings)
         return [{"generated_text": prompt + text if return_full_text else text} for text in texts]

@@ -10,9 +10,10 @@ from .config import config_to_dict
 from .safetensors_io import write_safetensors
 
 
-def write_random_checkpoint(directory, config, seed=0, dtype=np.float32):
-    """config.json + model.safetensors with N(0, 0.02) weights (GPT-Neo's initialiser) and norms
-    and biases perturbed away from 1 and 0, so that a mistake in any of them changes the logits."""
+def write_random_checkpoint(directory, config, seed=0, dtype=np.float32, scale=0.02):
+    """config.json + model.safetensors with N(0, scale) weights (0.02: GPT-Neo's initialiser) and norms
+    and biases perturbed away from 1 and 0, so that a mistake in any of them changes the logits.
+    A larger scale drives activations into the ranges where every constant matters (gelu's cubic term)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -22,7 +23,7 @@ def write_random_checkpoint(directory, config, seed=0, dtype=np.float32):
             x = rng.standard_normal(shape, dtype=np.float32)
             if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
                 return (1 + 0.1 * x).astype(dtype)
-            return (0.02 * x).astype(dtype)
+            return (scale * x).astype(dtype)
         return make
 
     tensors = {name: (np.dtype(dtype), shape, maker(name, shape, i))

@@ -1,0 +1,76 @@
+"""minineo.fast computes the same products as the plain `x @ w.T`: every weight kind, 1, 2 and 3
+threads, whatever the machine's core count, and whether or not a product is split into tiles."""
+import numpy as np
+import pytest
+
+import minineo
+from conftest import assert_close
+from minineo.fast import Int8Weight, TiledWeight, quantize, threads
+from minineo.model.linear import linear
+from minineo.model.mlp import gelu_new
+
+
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
+def n_threads(request, monkeypatch):
+    # Every product is split, however small: otherwise a wrong tile offset would only show on big ones.
+    monkeypatch.setattr(threads, "MIN_WORK_FOR_THREADS", 0)
+    threads.set_threads(request.param)
+    yield request.param
+    threads.set_threads(None)
+
+
+@pytest.mark.parametrize("m", [1, 3, 40], ids=["decode: 1 row", "3 rows", "prefill: 40 rows"])
+@pytest.mark.parametrize("kind", ["float32", "int8"])
+def test_tiled_product_equals_x_at_w_transposed(n_threads, m, kind):
+    rng = np.random.default_rng(m)
+    # 301 rows do not divide into equal tiles; 1100 columns make int8 decode tiles of 119 rows (512 KiB)
+    w = rng.standard_normal((301, 1100), dtype=np.float32)
+    x = rng.standard_normal((2, m, 1100), dtype=np.float32)
+    weight = TiledWeight(w) if kind == "float32" else quantize(w)
+    dense = w if kind == "float32" else weight.dequantize()
+    b = rng.standard_normal(301, dtype=np.float32)
+    ours = linear(x, weight, b)
+    assert ours.dtype == np.float32 and ours.shape == (2, m, 301)
+    assert_close(ours, x @ dense.T + b, f"{kind}, {n_threads} threads, {m} rows", tol=1e-4)
+
+
+def test_int8_tiles_are_the_kernel_not_one_big_conversion(monkeypatch):
+    # Decode converts a few rows at a time into a small buffer that stays in the core's cache.
+    w = quantize(np.random.default_rng(0).standard_normal((4096, 256), dtype=np.float32))
+    calls = []
+    real = Int8Weight.tile_product
+    monkeypatch.setattr(Int8Weight, "tile_product", lambda self, x2, r0, r1, out: (calls.append(r1 - r0), real(self, x2, r0, r1, out)))
+    w.matmul_t(np.ones((1, 256), np.float32))
+    assert len(calls) > 1 and max(calls) * 256 * 4 <= 1 << 20, calls
+
+
+def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
+    threads.set_threads(2)
+    try:
+        assert threads.threads_for(768 * 768, 1) == 1            # 125M's attention projection, one token
+        assert threads.threads_for(2560 * 10240, 1) == 2         # 2.7B's MLP, one token
+        assert threads.threads_for(768 * 768, 128) == 2          # a 128-token prompt
+    finally:
+        threads.set_threads(None)
+
+
+def test_fast_model_equals_plain_model(n_threads):
+    from conftest import text_checkpoint
+    import tempfile
+    with tempfile.TemporaryDirectory() as directory:
+        text_checkpoint(directory)
+        ids = np.random.default_rng(0).integers(0, 50257, (2, 30))
+        for int8 in (False, True):
+            fast, plain = minineo.load(directory, int8=int8), minineo.load(directory, int8=int8, fast=False)
+            if not int8:
+                assert isinstance(plain.params["blocks"][0]["mlp"]["c_fc"]["w"], np.ndarray)
+            assert_close(fast(ids), plain(ids), f"fast vs plain, int8={int8}", tol=1e-4)
+
+
+def test_gelu_new_values():
+    # torch.nn.functional.gelu(x, approximate="tanh") in float64, written down so that this runs without torch
+    x = np.array([-3.0, -1.0, -0.5, 0.0, 0.7, 1.5, 3.0], np.float32)
+    expected = [-0.0036373920817729943, -0.15880800939172324, -0.15428599017485606, 0.0,
+                0.5305701347051167, 1.3995715769802328, 2.996362607918227]
+    assert gelu_new(x).dtype == np.float32
+    assert_close(gelu_new(x), expected, "gelu_new", tol=1e-6)
