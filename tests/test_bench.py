@@ -14,15 +14,17 @@ def run(tmp_path, *extra):
 
 
 def test_tiny_shape_end_to_end(tmp_path):
-    text = run(tmp_path, "--dtype", "fp32,int8")
+    text = run(tmp_path, "--dtype", "fp32,int8", "--threads", "1,2", "--batch", "1,4")
     print(text)
     assert text.startswith("Machine: ") and "NumPy" in text and "cores" in text
-    assert "| model | engine | dtype | load s | prefill 8 tok/s | prefill 20 tok/s | decode tok/s | peak RSS GB |" in text
+    assert ("| model | threads | engine | dtype | load s | prefill 8 tok/s | prefill 20 tok/s | decode tok/s "
+            "| decode x4 tok/s | peak RSS GB |") in text
     rows = [line for line in text.splitlines() if line.startswith("| tiny |")]
-    assert [row.split(" | ")[1:3] for row in rows] == [["minineo", "fp32"], ["minineo", "int8"]]
+    assert [row.split(" | ")[1:4] for row in rows] == [["1", "minineo", "fp32"], ["1", "minineo", "int8"],
+                                                       ["2", "minineo", "fp32"], ["2", "minineo", "int8"]]
     for row in rows:
-        numbers = [float(cell) for cell in row.strip("| ").split(" | ")[3:]]
-        assert len(numbers) == 5 and all(n > 0 for n in numbers), row
+        numbers = [float(cell) for cell in row.strip("| ").split(" | ")[4:]]
+        assert len(numbers) == 6 and all(n > 0 for n in numbers), row
     assert (tmp_path / "cache" / "tiny-fp32" / "model.safetensors").exists()
     assert (tmp_path / "cache" / "tiny-int8" / "config.json").exists()
 
@@ -39,13 +41,14 @@ def test_compare_with_transformers(tmp_path):
     pytest.importorskip("transformers")
     text = run(tmp_path, "--dtype", "fp32", "--compare", "transformers")
     print(text)
-    assert "| tiny | transformers | fp32 |" in text and "transformers 5" in text
-    ratios = [line for line in text.splitlines() if line.startswith("| tiny | fp32 |")]
+    assert "| tiny | 1 | transformers | fp32 |" in text and "transformers 5" in text
+    ratios = [line for line in text.splitlines() if line.startswith("| tiny | 1 | fp32 |")]
     assert len(ratios) == 1 and ratios[0].endswith("| 3/3 |"), ratios   # the same greedy tokens
 
 
 @pytest.mark.parametrize("argv", [["--prompt", "2048"], ["--prompt", "0"], ["--dtype", "fp16"],
-                                  ["--model", "13B"], ["--runs", "0"], ["--threads", "0"]])
+                                  ["--model", "13B"], ["--runs", "0"], ["--threads", "0"],
+                                  ["--batch", "0"], ["--threads", "x"]])
 def test_bad_arguments(argv, tmp_path):
     with pytest.raises(SystemExit) as e:
         bench.main(["--model", "tiny", "--cache-dir", str(tmp_path), *argv])
