@@ -127,7 +127,8 @@ def test_too_long_is_a_clear_error(numpy_checkpoint):
 
 
 @pytest.mark.parametrize("ids, mask, message", [
-    (np.array([1.5, 2.0]), None, "integer array"),
+    (np.array([1.5, 2.0]), None, "token ids must be integers, got float64"),
+    (np.zeros((2, 2, 2), np.int64), None, r"expected a non-empty integer array \[T\] or \[B, T\]"),
     (np.array([1, 300]), None, r"token ids must be in \[0, 300\)"),
     (np.array([[1, 2]]), np.array([[1, 1, 1]]), "attention_mask: expected 0/1 values of shape"),
     (np.array([[1, 2]]), np.array([[0, 0]]), "no real token"),
