@@ -7,6 +7,7 @@ import pytest
 
 from minineo.weights.config import Config
 from minineo.weights.random_checkpoint import write_random_checkpoint
+from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from minineo.weights.tokenizer import GPT2_BPE
 
 TOLERANCE = 1e-4   # max abs logit difference allowed against transformers in float32
@@ -85,3 +86,23 @@ def text_checkpoint(directory, max_position_embeddings=256):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(GPT2_BPE / name, directory)
     return directory
+
+
+def random_ids(shape, vocab=300, seed=0):  # token ids for the tiny models (vocab 300)
+    return np.random.default_rng(seed).integers(0, vocab, shape)
+
+
+def rewrite_tensors(directory, change):
+    """Rewrite directory/model.safetensors through change({name: array}) -> {name: array}, metadata kept."""
+    path = directory / "model.safetensors"
+    f = SafetensorsFile(path)
+    tensors = change({name: np.array(f.raw(name)) for name in f.names()})
+    write_safetensors(path, tensors, metadata=f.metadata or None)
+
+
+def bytes_to_unicode():
+    """GPT-2's table, written here independently of minineo's: printable bytes map to themselves,
+    the rest to code points from 256 up, in order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return {b: chr(c) for b, c in [*zip(printable, printable), *zip(extra, range(256, 256 + len(extra)))]}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import minineo
-from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
-from conftest import assert_close, hf_logits, hf_model
+from minineo.weights.safetensors_io import SafetensorsFile
+from conftest import assert_close, hf_logits, hf_model, random_ids, rewrite_tensors
 
 torch = pytest.importorskip("torch")
 
@@ -22,10 +22,6 @@ CONFIGS = {
     "layer_norm_epsilon": dict(layer_norm_epsilon=1e-2),
     "window 1": dict(window_size=1),
 }
-
-
-def random_ids(shape, vocab=300, seed=0):
-    return np.random.default_rng(seed).integers(0, vocab, shape)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -75,13 +71,6 @@ def test_sharded_checkpoint(tmp_path):
     assert_close(minineo.load(tmp_path)(ids), hf_logits(ref, ids), "sharded checkpoint")
 
 
-def rewrite_with(directory, extra):
-    path = directory / "model.safetensors"
-    f = SafetensorsFile(path)
-    tensors = {name: np.array(f.raw(name)) for name in f.names()} | extra
-    write_safetensors(path, tensors, metadata={"format": "pt"})
-
-
 def test_old_mask_buffers_and_lm_head_are_accepted(tmp_path, capsys):
     ref = hf_model(tmp_path)
     P = ref.config.max_position_embeddings
@@ -90,7 +79,7 @@ def test_old_mask_buffers_and_lm_head_are_accepted(tmp_path, capsys):
         old[f"transformer.h.{i}.attn.attention.bias"] = np.tril(np.ones((1, 1, P, P), np.uint8))
         old[f"transformer.h.{i}.attn.attention.masked_bias"] = np.array(-1e9, np.float32)
     old["lm_head.weight"] = ref.transformer.wte.weight.detach().numpy()
-    rewrite_with(tmp_path, old)
+    rewrite_tensors(tmp_path, lambda tensors: tensors | old)
     ids = random_ids((1, 15))
     assert_close(minineo.load(tmp_path)(ids), hf_logits(ref, ids), "file with old buffers")
     assert "ignoring" not in capsys.readouterr().err   # known buffers are skipped silently

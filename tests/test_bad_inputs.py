@@ -2,6 +2,7 @@
 a traceback or a silent wrong answer, and an interrupted command loses nothing. (Bad files: test_bad_files.py.)"""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from minineo.commands import quantize as quantize_command
 from minineo.errors import MinineoError
 from minineo.text.perplexity import score_tokens
 from minineo.weights import quantize as quantize_module
-from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
+from conftest import rewrite_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -36,6 +37,12 @@ def assert_one_line_error(rc, err, expected):
     assert rc == 1 and "Traceback" not in err, f"exit {rc}\n{err}"
     assert err.startswith("minineo: error: ") and err.count("\n") == 1, err
     assert expected in err, err
+
+
+def nan_at(w, row, column, value=np.nan):  # a copy of w with one value broken
+    w = w.copy()
+    w[row, column] = value
+    return w
 
 
 # --- the API -------------------------------------------------------------------------------------
@@ -65,15 +72,8 @@ def test_generate_steps_refuses_a_mask_of_another_width(model):
 
 
 def test_non_finite_weights_are_named_not_turned_into_junk(model, tmp_path):
-    src = Path(model.source)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("config.json", "vocab.json", "merges.txt"):
-        (broken / name).write_bytes((src / name).read_bytes())
-    f = SafetensorsFile(src / "model.safetensors")
-    tensors = {name: np.array(f.raw(name)) for name in f.names()}
-    tensors["transformer.h.1.mlp.c_fc.weight"][3, 5] = np.nan
-    write_safetensors(broken / "model.safetensors", tensors)
+    broken = shutil.copytree(model.source, tmp_path / "broken")
+    rewrite_tensors(broken, lambda t: t | {"transformer.h.1.mlp.c_fc.weight": nan_at(t["transformer.h.1.mlp.c_fc.weight"], 3, 5)})
     bad = minineo.load(broken)
     for call in (lambda: minineo.generate(bad, "Hello"), lambda: minineo.perplexity(bad, "Hello there, my friend")):
         with pytest.raises(MinineoError, match=r"computed NaN or inf values \(its weight blocks.1.mlp.c_fc.w holds NaN"):
@@ -177,10 +177,8 @@ def test_quantize_never_reads_outside_the_model_directory(numpy_checkpoint, tmp_
 
 def test_quantize_refuses_non_finite_weights(numpy_checkpoint, tmp_path):
     src = numpy_checkpoint()
-    f = SafetensorsFile(src / "model.safetensors")
-    tensors = {name: np.array(f.raw(name)) for name in f.names()}
-    tensors["transformer.h.0.attn.attention.k_proj.weight"][0, 0] = np.inf
-    write_safetensors(src / "model.safetensors", tensors)
+    name = "transformer.h.0.attn.attention.k_proj.weight"
+    rewrite_tensors(src, lambda t: t | {name: nan_at(t[name], 0, 0, np.inf)})
     with pytest.raises(MinineoError, match="tensor transformer.h.0.attn.attention.k_proj.weight holds non-finite"):
         quantize_module.quantize_checkpoint(src, tmp_path / "dst")
     assert not (tmp_path / "dst").exists() and not list(tmp_path.glob(".dst.*"))

@@ -7,20 +7,15 @@ import pytest
 import minineo
 from minineo.model import attention as attn
 from minineo.errors import MinineoError
-from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
-from conftest import assert_close
+from conftest import assert_close, random_ids, rewrite_tensors
 
 EXACT = 2e-5   # the same math in another order: float32 rounding only
-
-
-def ids_for(shape, seed=0):
-    return np.random.default_rng(seed).integers(0, 300, shape)
 
 
 @pytest.mark.parametrize("chunks", [[40], [1] * 40, [7, 1, 1, 13, 1, 18], [3, 37]])
 def test_cache_matches_full_forward_over_several_windows(numpy_checkpoint, chunks):
     model = minineo.load(numpy_checkpoint(window_size=6))   # 40 tokens: more than six windows
-    ids = ids_for((2, 40))
+    ids = random_ids((2, 40))
     cache, pieces, start = model.new_cache(2), [], 0
     for n in chunks:
         pieces.append(model(ids[:, start:start + n], cache=cache))
@@ -31,9 +26,9 @@ def test_cache_matches_full_forward_over_several_windows(numpy_checkpoint, chunk
 def test_local_cache_stays_within_the_window(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint(window_size=6))
     cache = model.new_cache(1)
-    model(ids_for((1, 30)), cache=cache)
+    model(random_ids((1, 30)), cache=cache)
     for t in range(20):
-        model(ids_for((1, 1), seed=t), cache=cache)
+        model(random_ids((1, 1), seed=t), cache=cache)
     for kind, layer in zip(model.config.attention_layers, cache.layers):
         kept = layer.k.shape[2] if kind == "local" else layer.n   # a local layer: a buffer of 2 windows
         assert kept == (2 * 6 if kind == "local" else 50), f"{kind} layer keeps {kept} keys"
@@ -41,7 +36,7 @@ def test_local_cache_stays_within_the_window(numpy_checkpoint):
 
 def test_padded_batch_equals_each_sequence_alone(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint(window_size=16))
-    a, b = ids_for(9, seed=1), ids_for(4, seed=2)
+    a, b = random_ids(9, seed=1), random_ids(4, seed=2)
     batch = np.stack([a, np.concatenate([np.zeros(5, int), b])])
     mask = np.stack([np.ones(9, int), (np.arange(9) >= 5).astype(int)])
     logits = model(batch, attention_mask=mask)
@@ -51,7 +46,7 @@ def test_padded_batch_equals_each_sequence_alone(numpy_checkpoint):
 
 def test_padded_batch_with_cache(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint(window_size=16))
-    ids = ids_for((2, 12))
+    ids = random_ids((2, 12))
     mask = np.ones_like(ids)
     mask[1, :4] = 0
     full = model(ids, attention_mask=mask)
@@ -101,8 +96,8 @@ def test_hot_path_stays_float32(numpy_checkpoint, monkeypatch):
     spy(minineo.model.mlp, "gelu_new")
     model = minineo.load(numpy_checkpoint())
     cache = model.new_cache(1)
-    assert model(ids_for((1, 9)), cache=cache).dtype == np.float32
-    assert model(ids_for((1, 1)), cache=cache).dtype == np.float32
+    assert model(random_ids((1, 9)), cache=cache).dtype == np.float32
+    assert model(random_ids((1, 1)), cache=cache).dtype == np.float32
     wrong = sorted({(name, str(dtype)) for name, dtype in seen if dtype != np.float32})
     assert seen and not wrong, f"float64 on the hot path: {wrong}"
 
@@ -110,20 +105,20 @@ def test_hot_path_stays_float32(numpy_checkpoint, monkeypatch):
 def test_hidden_states_and_single_sequence_shapes(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint())
     hidden = []
-    final = model.forward(ids_for(7), hidden_states=hidden)
+    final = model.forward(random_ids(7), hidden_states=hidden)
     assert final.shape == (7, 48) and len(hidden) == model.config.num_layers + 1
     assert all(h.shape == (7, 48) for h in hidden)
-    assert model(ids_for(7)).shape == (7, 300) and model(ids_for((3, 7))).shape == (3, 7, 300)
+    assert model(random_ids(7)).shape == (7, 300) and model(random_ids((3, 7))).shape == (3, 7, 300)
 
 
 def test_too_long_is_a_clear_error(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint())
     with pytest.raises(MinineoError, match="65 tokens is longer than the model's max_position_embeddings \\(64\\)"):
-        model(ids_for(65))
+        model(random_ids(65))
     cache = model.new_cache(1)
-    model(ids_for((1, 60)), cache=cache)
+    model(random_ids((1, 60)), cache=cache)
     with pytest.raises(MinineoError, match="longer than"):
-        model(ids_for((1, 5)), cache=cache)
+        model(random_ids((1, 5)), cache=cache)
 
 
 @pytest.mark.parametrize("ids, mask, message", [
@@ -157,30 +152,23 @@ def test_bad_config_is_a_clear_error(numpy_checkpoint, changes, message):
         minineo.load(directory)
 
 
-def rewrite(directory, change):
-    path = directory / "model.safetensors"
-    f = SafetensorsFile(path)
-    tensors = change({name: np.array(f.raw(name)) for name in f.names()})
-    write_safetensors(path, tensors)
-
-
 def test_missing_tensor_names_it(numpy_checkpoint):
     directory = numpy_checkpoint()
-    rewrite(directory, lambda t: {k: v for k, v in t.items() if k != "transformer.h.2.mlp.c_fc.bias"})
+    rewrite_tensors(directory, lambda t: {k: v for k, v in t.items() if k != "transformer.h.2.mlp.c_fc.bias"})
     with pytest.raises(MinineoError, match="no tensor transformer.h.2.mlp.c_fc.bias"):
         minineo.load(directory)
 
 
 def test_wrong_shape_names_tensor_and_file(numpy_checkpoint):
     directory = numpy_checkpoint()
-    rewrite(directory, lambda t: t | {"transformer.ln_f.bias": np.zeros(47, np.float32)})
+    rewrite_tensors(directory, lambda t: t | {"transformer.ln_f.bias": np.zeros(47, np.float32)})
     with pytest.raises(MinineoError, match=r"model.safetensors: tensor transformer.ln_f.bias has shape \[47\], expected \[48\]"):
         minineo.load(directory)
 
 
 def test_unknown_extra_weight_is_reported(numpy_checkpoint, capsys):
     directory = numpy_checkpoint()
-    rewrite(directory, lambda t: t | {"transformer.h.0.adapter.weight": np.zeros((2, 2), np.float32)})
+    rewrite_tensors(directory, lambda t: t | {"transformer.h.0.adapter.weight": np.zeros((2, 2), np.float32)})
     minineo.load(directory)
     assert "ignoring 1 tensor(s) that GPT-Neo does not use: transformer.h.0.adapter.weight" in capsys.readouterr().err
 

@@ -15,16 +15,12 @@ from minineo.commands.quantize import main
 from minineo.weights.quantize import MARKER, quantize_checkpoint
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
-from conftest import assert_close, tiny_config
+from conftest import assert_close, random_ids, tiny_config
 
 # int8 against float32, as max abs logit difference / max abs float32 logit. Measured on random
 # checkpoints (5 seeds each): 0.85-1.2% for tiny_config (4 layers, d = 48), 1.4-1.6% for 6 layers
 # with d = 128; see the benchmark's README section for the released shapes.
 INT8_RELATIVE_TOLERANCE = 0.03
-
-
-def ids_for(shape, seed=0, vocab=300):
-    return np.random.default_rng(seed).integers(0, vocab, shape)
 
 
 @pytest.fixture
@@ -37,13 +33,13 @@ def quantized(numpy_checkpoint, tmp_path):
 
 def test_logits_equal_quantizing_at_load_time(quantized):
     src, dst = quantized
-    ids = ids_for((2, 30))
+    ids = random_ids((2, 30))
     assert_close(minineo.load(dst)(ids), minineo.load(src, int8=True)(ids), "int8 file vs load(int8=True)", tol=0)
 
 
 def test_int8_logits_close_to_float32(quantized):
     src, dst = quantized
-    ids = ids_for((2, 30))
+    ids = random_ids((2, 30))
     ours, ref = minineo.load(dst)(ids), minineo.load(src)(ids)
     relative = np.abs(ours - ref).max() / np.abs(ref).max()
     agree = (ours.argmax(-1) == ref.argmax(-1)).mean()
@@ -116,7 +112,7 @@ def test_sharded_float16_source(numpy_checkpoint, tmp_path):
         weight_map.update({name: shard for name in part})
     (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     dst = quantize_checkpoint(src, tmp_path / "int8")
-    ids = ids_for((1, 20))
+    ids = random_ids((1, 20))
     assert_close(minineo.load(dst)(ids), minineo.load(whole, int8=True)(ids), "sharded fp16 source", tol=0)
 
 

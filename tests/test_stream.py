@@ -5,18 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import bytes_to_unicode
 from minineo.text.stream import StreamDetokenizer
 
 BPE_DIR = Path(__file__).resolve().parent.parent / "minineo" / "data" / "gpt2-bpe"
 # 4-byte emoji (one with zero-width joiners), 3-byte CJK and kana, 2-byte Latin accents
 TEXT = "Hi 👋 world! 日本語のテキスト 🤖🎉 naïve café — 中文字符 👨\u200d👩\u200d👧 end"
-
-
-def bytes_to_unicode():
-    # GPT-2's table: printable bytes map to themselves, the rest to code points from 256 up
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in printable]
-    return {b: chr(c) for b, c in [*zip(printable, printable), *zip(extra, range(256, 256 + len(extra)))]}
 
 
 class VocabTokenizer:
