@@ -68,7 +68,9 @@ class Cache:
     """Everything incremental decoding needs to remember about the tokens so far."""
 
     def __init__(self, config, batch_size):
-        self.layers = [LocalCache(config.window_size) if kind == "local" else GlobalCache()
+        # No sequence is longer than max_position_embeddings, so a wider window changes nothing but the memory.
+        window = min(config.window_size, config.max_position_embeddings)
+        self.layers = [LocalCache(window) if kind == "local" else GlobalCache()
                        for kind in config.attention_layers]
         self.real = np.zeros((batch_size, 0), bool)   # [B, N]: which sequence indices are real tokens
         self.length = 0                                # N, the tokens so far (padding included)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import MinineoError
 from ..fast.int8 import Int8Weight, quantize
+from .safetensors_io import shown
 from .shards import open_checkpoint
 
 # Buffers that older transformers saved beside the weights (the causal mask and its fill value):
@@ -43,23 +44,67 @@ def expected_shapes(config):
     return shapes
 
 
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+# Which config.json fields give a tensor's shape, for the few whose mismatch is a common mistake.
+SHAPE_FIELDS = {"transformer.wte.weight": "vocab_size x hidden_size",
+                "transformer.wpe.weight": "max_position_embeddings x hidden_size"}
+
+
 def _check(files, config, directory):
+    """Every tensor the config needs is there with its shape and a dtype minineo computes with; each
+    int8 matrix has a float scale of one value per row, every one finite and > 0. Reads nothing but
+    the scales (a few KB to a few MB): the weights themselves stay on disk until the model runs."""
     shapes = expected_shapes(config)
+    scales = set()
     for name, shape in shapes.items():
         if name not in files:
             raise MinineoError(f"{directory}: checkpoint has no tensor {name}")
-        if files[name].shape(name) != shape:
-            raise MinineoError(f"{files[name].path}: tensor {name} has shape {list(files[name].shape(name))}, "
-                               f"expected {list(shape)} from config.json")
-        scale = name + SCALE_SUFFIX
-        if files[name].dtype(name) == "I8" and scale not in files:
-            raise MinineoError(f"{files[name].path}: int8 tensor {name} has no {scale}")
-    known = set(shapes) | {name + SCALE_SUFFIX for name in shapes} | {TIED_HEAD}
+        f = files[name]
+        if f.shape(name) != shape:
+            fields = f" ({SHAPE_FIELDS[name]})" if name in SHAPE_FIELDS else ""
+            raise MinineoError(f"{f.path}: tensor {name} has shape {list(f.shape(name))}, "
+                               f"expected {list(shape)} from config.json{fields}")
+        dtype = f.dtype(name)
+        if dtype == "I8":
+            _check_int8(files, name, shape)
+            scales.add(name + SCALE_SUFFIX)
+        elif dtype not in FLOAT_DTYPES:
+            raise MinineoError(f"{f.path}: tensor {name} is {dtype}, expected a float tensor "
+                               f"({', '.join(FLOAT_DTYPES)}) or an int8 (I8) matrix with its {name}{SCALE_SUFFIX}")
+    known = set(shapes) | scales | {TIED_HEAD}
     unknown = sorted(n for n in files if n not in known and not n.endswith(IGNORED_SUFFIXES))
     if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        print(f"minineo: {directory}: ignoring {len(unknown)} tensor(s) that GPT-Neo does not use: {shown}",
+        shown_names = [shown(n) for n in unknown[:5]]
+        listed = ", ".join(shown_names) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        print(f"minineo: {directory}: ignoring {len(unknown)} tensor(s) that GPT-Neo does not use: {listed}",
               file=sys.stderr)
+
+
+def _check_int8(files, name, shape):
+    """An int8 matrix's scale: present, float, one value per row, each finite and > 0. A zero scale
+    would silently zero its row (as a zero-filled region of an interrupted download does), so
+    quantize_rows never writes one: an all-zero row is stored with scale 1."""
+    path, scale = files[name].path, name + SCALE_SUFFIX
+    if len(shape) != 2:
+        raise MinineoError(f"{path}: tensor {name} is int8, but only matrices can be int8 (its shape is {list(shape)})")
+    if scale not in files:
+        raise MinineoError(f"{path}: int8 tensor {name} has no {scale}")
+    f = files[scale]
+    if f.dtype(scale) not in FLOAT_DTYPES:
+        raise MinineoError(f"{f.path}: tensor {scale} is {f.dtype(scale)}, expected a float tensor "
+                           f"(the per-row scale of int8 {name})")
+    if f.shape(scale) != shape[:1]:
+        raise MinineoError(f"{f.path}: tensor {scale} has shape {list(f.shape(scale))}, expected "
+                           f"{list(shape[:1])} (one scale per row of int8 {name})")
+    values = f.float32(scale)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        value = float(values[row])
+        what = ("a NaN" if np.isnan(value) else "an infinite" if np.isinf(value) else "a zero" if value == 0
+                else "a negative")
+        raise MinineoError(f"{f.path}: tensor {scale} holds {what} scale ({value:g}) at row {row}, "
+                           f"expected finite values > 0 (a corrupt checkpoint?)")
 
 
 ROWS_AT_ONCE = 4096   # rows quantized per step: each row has its own scale, so blocks change nothing
@@ -70,6 +115,7 @@ def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a t
     for start in range(0, w.shape[0], ROWS_AT_ONCE):
         block = quantize(w[start:start + ROWS_AT_ONCE])
         q[start:start + len(block.q)], scale[start:start + len(block.q)] = block.q, block.scale
+    scale[scale == 0] = 1   # an all-zero row (q is 0 there): any scale gives 0, and a checked file has none that is 0
     return Int8Weight(q, scale)
 
 
@@ -79,8 +125,9 @@ def load_params(directory, config, int8=False):
 
     def tensor(name):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
         f = files[name]
-        if f.dtype(name) == "I8":
-            return Int8Weight(f.raw(name), f.float32(name + SCALE_SUFFIX))
+        if f.dtype(name) == "I8":   # its scale may sit in another shard
+            scale = name + SCALE_SUFFIX
+            return Int8Weight(f.raw(name), files[scale].float32(scale))
         # wpe stays float32: it is small, and positions are read once per token, not multiplied.
         if int8 and len(f.shape(name)) == 2 and name != "transformer.wpe.weight":
             # Quantized from a copy read through the file: the float32 pages never enter our memory.

@@ -1,9 +1,13 @@
 """The model's shape, read from a Hub `config.json`: a small typed record with checked values."""
 import json
+import math
+import numbers
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MinineoError
+from ..errors import MinineoError, is_int
+from .safetensors_io import json_kind, read_small_file
 
 ATTENTION_KINDS = ("global", "local")
 
@@ -39,60 +43,138 @@ PRESETS = {
 
 
 def expand_attention_types(attention_types):
-    """[[["global", "local"], 2]] -> ["global", "local", "global", "local"]"""
-    try:
-        return [kind for pattern, repeats in attention_types for _ in range(repeats) for kind in pattern]
-    except (TypeError, ValueError):
-        raise MinineoError(f"attention_types must look like [[['global', 'local'], 12]], got {attention_types!r}")
+    """[[["global", "local"], 2]] -> ["global", "local", "global", "local"]; check it first with
+    count_attention_layers, which finds a bad one without building the list."""
+    return [kind for pattern, repeats in attention_types for _ in range(repeats) for kind in pattern]
+
+
+ATTENTION_TYPES_FORM = "a list of [pattern, repeats] pairs like [[['global', 'local'], 12]]"
+
+
+def count_attention_layers(attention_types, source):
+    """The number of layers attention_types expands to, computed without expanding it (a repeat count
+    of 10**8 costs nothing), after checking every pair: a non-empty list of 'global'/'local', and a
+    repeat count >= 1."""
+    if not isinstance(attention_types, list):
+        raise MinineoError(f"{source}: attention_types must be {ATTENTION_TYPES_FORM}, got {_short(attention_types)}")
+    total = 0
+    for i, pair in enumerate(attention_types):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise MinineoError(f"{source}: attention_types[{i}] must be a [pattern, repeats] pair like "
+                               f"[['global', 'local'], 12], got {_short(pair)}")
+        pattern, repeats = pair
+        if not (isinstance(pattern, list) and pattern):
+            raise MinineoError(f"{source}: attention_types[{i}][0] must be a non-empty list of 'global' and "
+                               f"'local', got {_short(pattern)}")
+        unknown = [kind for kind in pattern if not (isinstance(kind, str) and kind in ATTENTION_KINDS)]
+        if unknown:
+            raise MinineoError(f"{source}: unknown attention type(s) {_short(unknown)} in attention_types[{i}], "
+                               "expected 'global' or 'local'")
+        if not is_int(repeats, 1):
+            raise MinineoError(f"{source}: attention_types[{i}][1] (the repeat count) must be an integer >= 1, "
+                               f"got {_short(repeats)}")
+        total += len(pattern) * repeats
+    return total
+
+
+# Far more layers than any GPT-Neo has (2.7B: 32), yet a bound: the layer list and the table of
+# expected tensors are built from num_layers, so a config.json must not ask for 10**9 of them.
+MAX_LAYERS = 10_000
+
+
+def _short(value):  # a value from the file, shown in a message: one line, a few dozen characters at most
+    return reprlib.repr(value)
 
 
 def config_from_dict(raw, source="config.json"):
+    """A Config from a parsed config.json, every field's type and range checked before it is used."""
+    if not isinstance(raw, dict):
+        raise MinineoError(f"{source}: expected a JSON object of settings, got {json_kind(raw)}")
+
     def need(key):
         if key not in raw:
             raise MinineoError(f"{source}: missing '{key}'")
         return raw[key]
 
+    def positive_int(key, value):
+        if not is_int(value, 1):
+            raise MinineoError(f"{source}: {key} must be an integer >= 1, got {_short(value)}")
+        return value
+
     if raw.get("model_type") != "gpt_neo":
-        raise MinineoError(f"{source}: model_type is {raw.get('model_type')!r}, minineo runs only 'gpt_neo'")
+        raise MinineoError(f"{source}: model_type is {_short(raw.get('model_type'))}, minineo runs only 'gpt_neo'")
     activation = raw.get("activation_function", "gelu_new")
     if activation != "gelu_new":
-        raise MinineoError(f"{source}: activation_function {activation!r} is not supported, only 'gelu_new'")
+        raise MinineoError(f"{source}: activation_function {_short(activation)} is not supported, only 'gelu_new'")
 
-    d, num_layers, num_heads = need("hidden_size"), need("num_layers"), need("num_heads")
-    layers = expand_attention_types(need("attention_types"))
-    if len(layers) != num_layers:
-        raise MinineoError(f"{source}: attention_types expands to {len(layers)} layers, "
-                           f"but num_layers is {num_layers}")
-    unknown = sorted(set(layers) - set(ATTENTION_KINDS))
-    if unknown:
-        raise MinineoError(f"{source}: unknown attention type(s) {unknown}, expected 'global' or 'local'")
+    sizes = {key: positive_int(key, need(key))
+             for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings")}
+    d, num_layers, num_heads, vocab_size = (sizes[key] for key in ("hidden_size", "num_layers", "num_heads", "vocab_size"))
+    if num_layers > MAX_LAYERS:
+        raise MinineoError(f"{source}: num_layers must be at most {MAX_LAYERS} (GPT-Neo 2.7B has 32), got {num_layers}")
+    window_size = positive_int("window_size", raw.get("window_size", 256))
+    inner = raw.get("intermediate_size")
+    inner = 4 * d if inner is None else positive_int("intermediate_size", inner)
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    try:
+        eps_value = float(eps) if isinstance(eps, numbers.Real) and not isinstance(eps, bool) else math.nan
+    except OverflowError:   # an integer too big for a float
+        eps_value = math.inf
+    if not 0 < eps_value < math.inf:
+        raise MinineoError(f"{source}: layer_norm_epsilon must be a finite number > 0, got {_short(eps)}")
+    eos = raw.get("eos_token_id")
+    eos_given = eos is not None
+    eos = 50256 if eos is None else eos   # transformers' default for GPT-Neo: <|endoftext|>
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    if not eos_ids or not all(is_int(i, 0) and i < vocab_size for i in eos_ids):
+        default = "" if eos_given else " (the default: config.json gives none)"
+        raise MinineoError(f"{source}: eos_token_id must be an integer in [0, vocab_size {vocab_size}) or a "
+                           f"non-empty list of them, got {_short(eos)}{default}")
     if d % num_heads:
         raise MinineoError(f"{source}: hidden_size {d} is not divisible by num_heads {num_heads}")
+
+    attention_types = need("attention_types")
+    total = count_attention_layers(attention_types, source)
+    if total != num_layers:
+        raise MinineoError(f"{source}: attention_types expands to {total} layers, but num_layers is {num_layers}")
     if raw.get("tie_word_embeddings", True) is False:
         raise MinineoError(f"{source}: tie_word_embeddings is false; GPT-Neo ties the LM head to wte")
-    eos = raw.get("eos_token_id", 50256)
     return Config(
-        vocab_size=need("vocab_size"),
+        vocab_size=vocab_size,
         hidden_size=d,
         num_layers=num_layers,
         num_heads=num_heads,
-        intermediate_size=raw.get("intermediate_size") or 4 * d,
-        window_size=raw.get("window_size", 256),
-        attention_layers=tuple(layers),
-        max_position_embeddings=need("max_position_embeddings"),
-        layer_norm_epsilon=raw.get("layer_norm_epsilon", 1e-5),
-        eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        intermediate_size=inner,
+        window_size=window_size,
+        attention_layers=tuple(expand_attention_types(attention_types)),
+        max_position_embeddings=sizes["max_position_embeddings"],
+        layer_norm_epsilon=eps_value,
+        eos_token_id=eos_ids[0],
     )
 
 
+MAX_CONFIG_BYTES = 16 << 20   # a config.json is a few KB; reading stops here
+
+
 def load_config(path):
+    """The Config in a config.json: missing, unreadable, not a regular file (a directory, a FIFO),
+    not UTF-8, not a JSON object, or any field of the wrong type or range is a one-line MinineoError."""
     path = Path(path)
+    data = read_small_file(path, MAX_CONFIG_BYTES, missing="no such file (a model directory needs config.json)")
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MinineoError(f"{path}: no such file (a model directory needs config.json)")
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MinineoError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise MinineoError(f"{path}: not valid JSON ({e})")
+        raise MinineoError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise MinineoError(f"{path}: not a config.json: its JSON is nested too deeply") from None
+    except ValueError as e:   # an integer of thousands of digits
+        raise MinineoError(f"{path}: not a config.json minineo can read ({_short(str(e))})") from None
+    if not isinstance(raw, dict):
+        raise MinineoError(f"{path}: expected a JSON object of settings, got {json_kind(raw)}")
     return config_from_dict(raw, source=str(path))
 
 

@@ -72,7 +72,7 @@ def check_source(src):
         raise MinineoError(f"{src}: no such model directory")
     config_path = src / "config.json"
     config = load_config(config_path)
-    if "quantization" in json.loads(config_path.read_text()):
+    if "quantization" in json.loads(config_path.read_bytes().decode("utf-8")):
         raise MinineoError(f"{src}: already quantized (config.json has 'quantization'); "
                            "pass the float checkpoint it was made from")
     files = open_checkpoint(src)
@@ -114,7 +114,7 @@ def quantize_checkpoint(src, dst, force=False):
         for name in TOKENIZER_FILES:
             if (src / name).is_file():
                 shutil.copyfile(src / name, staging / name)
-        raw = json.loads((src / "config.json").read_text())
+        raw = json.loads((src / "config.json").read_bytes().decode("utf-8"))   # load_config checked it
         raw["quantization"] = MARKER
         (staging / "config.json").write_text(json.dumps(raw, indent=2))
         move_into_place(staging, dst)

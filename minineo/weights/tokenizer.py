@@ -11,6 +11,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from ..errors import MinineoError
+from .safetensors_io import open_regular_file
 
 EOS = "<|endoftext|>"
 GPT2_BPE = Path(__file__).parent.parent / "data" / "gpt2-bpe"
@@ -81,6 +82,8 @@ class Tokenizer:
 
 
 def _read(path, reader):  # reader(path), with a broken file as one line naming it, not a Rust panic message
+    with open_regular_file(path):   # a FIFO, a directory or a link loop is refused here, not waited on
+        pass
     try:
         return reader(str(path))
     except Exception as e:   # tokenizers raises plain Exceptions for unreadable, non-JSON or malformed files

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import MinineoError, is_int
-from .safetensors_io import DTYPES, SafetensorsFile
+from .safetensors_io import DTYPES, SafetensorsFile, open_regular_file
 
 # The legacy storage classes torch pickles by name, as safetensors dtype names.
 STORAGE_DTYPES = {
@@ -118,11 +118,8 @@ class TorchBinFile:
             self._check_tensor(name, tensor, members)
 
     def _check_format(self):
-        try:
-            with open(self.path, "rb") as f:
-                magic = f.read(2)
-        except FileNotFoundError:
-            raise MinineoError(f"{self.path}: no such file")
+        with open_regular_file(self.path) as f:   # a directory, a FIFO, a link loop: refused, never waited on
+            magic = f.read(2)
         if magic == b"\x80\x02":   # pickle protocol 2, which the pre-1.6 format begins with
             raise MinineoError(f"{self.path}: is in torch's legacy (pre-zip) format, which minineo "
                                f"does not read; {LEGACY_ADVICE}")
