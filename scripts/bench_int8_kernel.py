@@ -4,8 +4,8 @@ One pass multiplies x by each of 8 matrices in turn, like 4 layers' MLPs (c_fc 1
 c_proj 2560 x 10240), so every weight comes from memory, not cache. fp32 and int8 passes alternate
 within each repetition, so a noisy neighbour slows both alike; medians are reported.
 
-    python -m scripts.bench_int8_kernel                      # decode (M = 1) and prefill (M = 128)
-    python -m scripts.bench_int8_kernel --tile-kb 64 128 256 512 1024 --prefill-tile-rows 128 256 512
+    python scripts/bench_int8_kernel.py                      # decode (M = 1) and prefill (M = 128)
+    python scripts/bench_int8_kernel.py --tile-kb 64 128 256 512 1024 --prefill-tile-rows 128 256 512
 """
 import argparse
 import statistics
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from minineo import int8
+from minineo.fast import int8
 from minineo.fast.threads import set_threads
 
 D, FF = 2560, 10240  # GPT-Neo 2.7B: hidden size, MLP width
@@ -77,13 +77,13 @@ def main():
     weight_bytes = (sum(w.nbytes for w in fp32), sum(w.nbytes for w in q8))
     for kb in args.tile_kb:
         int8.TILE_BYTES = kb * 1024
-        rows = "/".join(str(int8.tile_rows(1, n_in)) for n_in in (D, FF))
+        rows = "/".join(str(w.tile_rows(1, args.threads)) for w in q8[:2])
         report(f"decode M=1, tile {kb} KiB ({rows} rows)", weight_bytes, "GB/s of weights",
                *compare(fp32, q8, 1, args.reps, rng))
     flop = 2 * args.prefill * sum(w.size for w in fp32)
     for rows in args.prefill_tile_rows:
         int8.PREFILL_TILE_ROWS = rows
-        rows = "/".join(str(int8.tile_rows(args.prefill, n_in)) for n_in in (D, FF))
+        rows = "/".join(str(w.tile_rows(args.prefill, args.threads)) for w in q8[:2])
         report(f"prefill M={args.prefill}, tile {rows} rows", (flop, flop), "GFLOP/s",
                *compare(fp32, q8, args.prefill, args.reps, rng))
 
