@@ -1,5 +1,6 @@
 """The teaching notebooks: each one runs top to bottom on a fresh kernel with the bundled model,
-draws at least one figure, and is committed without outputs (scripts/strip_notebooks.py).
+draws at least one figure, shows the shape diagram, ends with a "Try this" experiment, and is
+committed without outputs (scripts/strip_notebooks.py).
 
 A failure names the notebook and the cell, and shows the cell's code and the error."""
 import json
@@ -18,6 +19,7 @@ HELDOUT = ROOT / "minineo" / "data" / "neo-shakespeare-heldout.txt"
 CELL_TIMEOUT = 300   # seconds per cell; each notebook as a whole takes well under two minutes
 ANSI = re.compile(r"\x1b\[[0-9;]*m")   # the colours of IPython tracebacks
 FIGURE_CHECK = "import matplotlib.pyplot as plt\nassert plt.get_fignums(), 'this notebook drew no figure'"
+SHAPES_LINK = "![shapes](figures/shapes.png)"   # the forward pass with every shape, drawn by figures/make_shapes.py
 
 
 def code_cells(path):
@@ -45,6 +47,17 @@ def test_opens_with_prose_and_one_model_switch(path):
     code = "\n".join("".join(cell["source"]) for _, cell in code_cells(path))
     assert code.count("MODEL = None  # the bundled model") == 1 and "minineo.load(MODEL" in code, \
         f"{path.name}: the model should come from one `MODEL = None` line and minineo.load(MODEL)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_shows_the_shapes_and_ends_with_an_experiment(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    markdown = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"]
+    assert any(SHAPES_LINK in text for text in markdown) and (NOTEBOOK_DIR / "figures" / "shapes.png").is_file(), \
+        f"{path.name}: should show the forward pass's shapes with {SHAPES_LINK} (notebooks/figures/make_shapes.py draws it)"
+    last_heading = [line for text in markdown for line in text.splitlines() if line.startswith("## ")][-1]
+    assert last_heading.startswith("## Try this") and cells[-1]["cell_type"] == "code", \
+        f"{path.name}: should end with a '## Try this' section and a cell that changes something and measures it"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
