@@ -187,3 +187,19 @@ def test_weights_are_memory_mapped(numpy_checkpoint):
         wte = np.asarray(minineo.load(numpy_checkpoint(), fast=fast).params["wte"])
         assert isinstance(wte.base, np.memmap) or isinstance(wte, np.memmap), type(wte.base)
         assert not wte.flags.writeable
+
+
+def test_the_model_folder_imports_nothing_but_numpy_and_itself():
+    # minineo/model is the textbook: no files, Hub, threads or commands reach into it
+    import ast
+    from pathlib import Path
+    allowed = {"numpy", "math", "errors"}   # errors: MinineoError, the one shape of a user mistake
+    for path in (Path(minineo.__file__).parent / "model").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level in (0, 2) else []   # level 1: a sibling in model/
+            else:
+                continue
+            assert all(name.split(".")[0] in allowed for name in names), f"{path.name} imports {names}"

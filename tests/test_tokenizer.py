@@ -2,6 +2,8 @@ import shutil
 
 import pytest
 
+import minineo
+from minineo.errors import MinineoError
 from minineo.weights.tokenizer import GPT2_BPE, Tokenizer
 
 TEXTS = ["Hello world", " leading space, punctuation!?", "naïve café — 日本語 🙂", "a<|endoftext|>b", ""]
@@ -44,3 +46,21 @@ def test_matches_transformers_gpt2_tokenizer(bpe):
     theirs = transformers.GPT2TokenizerFast(vocab=str(GPT2_BPE / "vocab.json"), merges=str(GPT2_BPE / "merges.txt"))
     for text in TEXTS:
         assert bpe.encode(text) == theirs.encode(text), text
+
+
+@pytest.mark.parametrize("name, content", [("tokenizer.json", b"{not json"), ("vocab.json", b"[1, 2]")])
+def test_corrupt_tokenizer_files_are_one_line_errors(numpy_checkpoint, name, content):
+    directory = numpy_checkpoint()
+    (directory / name).write_bytes(content)
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(MinineoError, match=rf"{name}: not a readable tokenizer file \(") as error:
+        minineo.load(directory)
+    assert "\n" not in str(error.value)
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused(numpy_checkpoint):
+    directory = numpy_checkpoint()   # vocab_size 300
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_BPE / name, directory)
+    with pytest.raises(MinineoError, match=r"the tokenizer has 50257 tokens, more than the model's vocab_size \(300\)"):
+        minineo.load(directory)

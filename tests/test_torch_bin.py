@@ -170,11 +170,54 @@ def test_single_file_directory(tmp_path):
     assert list(files) == list(state_dict) and len({id(f) for f in files.values()}) == 1
 
 
-def test_logits_match_transformers(tmp_path):
-    model = model_dir(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "pytorch_model.bin"]
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("sharded", [False, True], ids=["one file", "shards"])
+def test_logits_match_transformers(tmp_path, dtype, sharded):
+    model = model_dir(tmp_path, dtype)
+    if sharded:   # as older save_pretrained wrote big models: shards and pytorch_model.bin.index.json
+        state = torch.load(tmp_path / "pytorch_model.bin")
+        names = sorted(state)
+        halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+        for file, part in halves.items():
+            torch.save({n: state[n] for n in part}, tmp_path / file)
+        (tmp_path / "pytorch_model.bin").unlink()
+        (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(
+            {"weight_map": {n: file for file, part in halves.items() for n in part}}))
+    else:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "pytorch_model.bin"]
     ids = np.random.default_rng(0).integers(0, 300, (2, 11))
-    assert_close(minineo.load(tmp_path)(ids), hf_logits(model, ids), "logits from pytorch_model.bin")
+    assert_close(minineo.load(tmp_path)(ids), hf_logits(model.float(), ids), f"logits from .bin, {dtype}, sharded={sharded}")
+
+
+def test_quantize_takes_a_bin_source(tmp_path):
+    from minineo.weights.quantize import quantize_checkpoint
+    model_dir(tmp_path / "src")
+    quantize_checkpoint(tmp_path / "src", tmp_path / "int8")
+    ids = np.random.default_rng(0).integers(0, 300, (2, 11))
+    assert_close(minineo.load(tmp_path / "int8")(ids), minineo.load(tmp_path / "src", int8=True)(ids),
+                 "int8 copy of a .bin checkpoint vs quantizing it at load", tol=0)
+
+
+@pytest.mark.parametrize("files, wants_bin", [
+    (["config.json", "model.safetensors", "pytorch_model.bin"], False),
+    (["config.json", "pytorch_model.bin"], True),
+    ([], False),   # offline: the Hub could not be asked, so the cache is searched for the usual files
+])
+def test_hub_downloads_bin_files_only_without_safetensors(monkeypatch, tmp_path, files, wants_bin):
+    import huggingface_hub
+    from minineo.weights import hub
+
+    def list_repo_files(repo_id):
+        if not files:
+            raise OSError("offline")
+        return files
+
+    asked = {}
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, allow_patterns: asked.setdefault("patterns", allow_patterns) and str(tmp_path))
+    assert hub.download("someone/gpt-neo-finetune") == tmp_path
+    assert ("pytorch_model.bin" in asked["patterns"]) == wants_bin and "*.safetensors" in asked["patterns"]
 
 
 def call_pickle(module, name, arg):
