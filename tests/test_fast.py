@@ -48,6 +48,7 @@ def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
     threads.set_threads(2)
     try:
         assert threads.threads_for(768 * 768, 1) == 1            # 125M's attention projection, one token
+        assert threads.threads_for(3072 * 768, 1) == 1           # 125M's MLP, one token: slower on two
         assert threads.threads_for(2560 * 10240, 1) == 2         # 2.7B's MLP, one token
         assert threads.threads_for(768 * 768, 128) == 2          # a 128-token prompt
     finally:

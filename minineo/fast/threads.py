@@ -59,9 +59,11 @@ def set_threads(n=None):
         _threads, _pool = n, None
 
 
-# A product smaller than this (weights x rows of x) runs on one thread: starting the pool's threads
-# and handing them tiles costs tens of microseconds, more than a small product gains from them.
-MIN_WORK_FOR_THREADS = 1 << 20
+# A product smaller than this (weights x rows of x) runs on one thread: a parallel region costs
+# ~80-110 us here (waking the pool's threads and handing out tiles), more than a small product gains.
+# Measured on GPT-Neo 125M decode (2-core Xeon, 2 threads): at 2^20, which threads the 3072 x 768 MLP
+# matrices, 19.9 tok/s, no better than 1 thread (20.0); at 2^22 (only the LM head and prompts) 21.3-21.8.
+MIN_WORK_FOR_THREADS = 1 << 22
 
 
 def threads_for(n_weights, m):  # -> the threads worth using for a product of m rows with n_weights weights
