@@ -19,14 +19,42 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"minineo: error: {message} (see --help)\n")
 
 
-def positive_int(text):  # an argparse type: the flag's own name reaches the message through argparse
+def number(kind, check, expected):  # an argparse type: kind(text) that passes check, else "expected ..."
+    # argparse puts the flag's own name (`argument --top-p: ...`) in front of the message
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = number(int, lambda n: n >= 1, "an integer >= 1")
+
+
+def read_text(stream, where, limit, too_long):  # a binary stream -> str, at most `limit` bytes of UTF-8
+    # Bounded, so that /dev/zero or a pipe that never ends is an error, not a full memory.
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise MinineoError(f"{where}: stopped reading after {too_long}")
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MinineoError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def progress_bar(unit, **options):  # -> (progress(done, total), close()): a tqdm bar on stderr
+    # tqdm draws in place on a terminal and stays quiet in a log (disable=None: only on a TTY)
+    from tqdm import tqdm   # comes with huggingface_hub
+    bar = tqdm(unit=unit, file=sys.stderr, disable=None, **options)
+
+    def show(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+    return show, bar.close
 
 
 def add_model_flags(parser):

@@ -4,7 +4,6 @@ The math is minineo/text/evaluate.py; --ray spreads the documents over a Ray clu
 (minineo/text/distributed.py) and gives the same result.
 """
 import json
-import sys
 from pathlib import Path
 
 import minineo
@@ -12,27 +11,7 @@ import minineo
 from ..errors import MinineoError
 from ..fast.threads import set_threads
 from ..text.evaluate import TASKS, evaluate, get_documents, get_task
-from .common import Parser, add_model_flags, positive_int, run_command
-
-
-def progress_bar(description):  # -> progress(done, total) drawing a tqdm bar on stderr, only on a terminal
-    try:
-        from tqdm import tqdm   # comes with huggingface_hub
-    except ImportError:
-        return None, lambda: None
-    bar = None
-
-    def show(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=description, unit="tok", unit_scale=True, disable=None,
-                       file=sys.stderr, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    def close():
-        if bar is not None:
-            bar.close()
-    return show, close
+from .common import Parser, add_model_flags, positive_int, progress_bar, run_command
 
 
 def source_of(task, args):  # -> what was read, in words
@@ -89,7 +68,7 @@ def run(args, closers):
         # maps the weights (no quantizing) for the tokenizer and config.
         model = minineo.load(args.model)
         cluster = Cluster(args.ray, model=args.model, int8=args.int8, threads=args.threads)
-    show, close = progress_bar(task.name)
+    show, close = progress_bar("tok", desc=task.name, unit_scale=True, dynamic_ncols=True)
     closers.append(close)
     result = evaluate(model, task, documents, progress=show, ray=cluster)
     close()

@@ -6,7 +6,6 @@ transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Unlik
 CLI samples by default, at temperature 0.8 as llama.cpp does: greedy decoding of a small model
 loops on one phrase, which is a poor first impression of a text tool.
 """
-import argparse
 import math
 import resource
 import sys
@@ -17,25 +16,13 @@ from ..errors import MinineoError
 from ..fast.threads import set_threads
 from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
 from ..weights import load
-from .common import Parser, add_model_flags, run_command
+from .common import Parser, add_model_flags, number, read_text, run_command
 
 DEFAULT_TEMPERATURE = 0.8      # llama.cpp's default; 0 = greedy
 DEFAULT_MAX_NEW_TOKENS = 100
 # A prompt from stdin or -f is read up to this many bytes: `minineo < /dev/zero` must not fill the
 # memory. It is far more than any context holds (2048 tokens are ~10 KB of text).
 MAX_PROMPT_BYTES = 1 << 20
-
-
-def number(kind, check, expected):  # an argparse type: kind(text) that passes check, else "expected ..."
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not check(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    return parse
 
 
 def parser():
@@ -93,14 +80,8 @@ def settings_from(args, context):  # the parsed flags -> generate's settings
 
 
 def read_bounded(stream, where):  # a binary stream -> str, at most MAX_PROMPT_BYTES of UTF-8
-    data = stream.read(MAX_PROMPT_BYTES + 1)
-    if len(data) > MAX_PROMPT_BYTES:
-        raise MinineoError(f"{where}: stopped reading after {MAX_PROMPT_BYTES} bytes; a prompt is at most "
-                           f"{MAX_PROMPT_BYTES} bytes (the models' contexts hold ~10 KB of text)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MinineoError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    return read_text(stream, where, MAX_PROMPT_BYTES, f"{MAX_PROMPT_BYTES} bytes; a prompt is at most "
+                     f"{MAX_PROMPT_BYTES} bytes (the models' contexts hold ~10 KB of text)")
 
 
 def read_prompt(args):

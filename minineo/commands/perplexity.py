@@ -1,58 +1,40 @@
 """python -m minineo.perplexity FILE: the perplexity of a UTF-8 text file under a model."""
-import sys
 import time
-
-from tqdm import tqdm
 
 from ..errors import MinineoError
 from ..fast.threads import set_threads
 from ..text.perplexity import score_tokens
 from ..weights import load
-from .common import Parser, add_model_flags, positive_int, run_command
+from .common import Parser, add_model_flags, positive_int, progress_bar, read_text, run_command
 
 # Read at most this much text: a file that never ends (/dev/zero, a FIFO left open) must not fill the
 # memory. 256 MiB is ~80 M tokens, days of scoring for 2.7B on a laptop; score longer texts in parts.
 MAX_TEXT_BYTES = 256 << 20
 
 
-def read_text(path):  # -> str, exactly the file's characters (no newline translation)
+def read_file(path):  # -> str, exactly the file's characters (no newline translation)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_TEXT_BYTES + 1)
+            text = read_text(f, path, MAX_TEXT_BYTES, f"{MAX_TEXT_BYTES >> 20} MiB; score a text this long in parts")
     except OSError as e:
         raise MinineoError(f"{path}: {e.strerror.lower()}") from None
-    if len(data) > MAX_TEXT_BYTES:
-        raise MinineoError(f"{path}: stopped reading after {MAX_TEXT_BYTES >> 20} MiB; score a text this "
-                           "long in parts")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MinineoError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
     if not text:
         raise MinineoError(f"{path}: the file is empty")
     return text
 
 
-def progress_bar():  # -> (progress(done, total) for score_tokens, the bar to close)
-    # tqdm draws in place on a terminal and stays quiet in a log (disable=None: only on a TTY)
-    bar = tqdm(unit="window", file=sys.stderr, disable=None, leave=False)
-
-    def show(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-    return show, bar
-
-
 def run(args):
-    text = read_text(args.file)
+    text = read_file(args.file)
     if args.threads is not None:
         set_threads(args.threads)
     model = load(args.model, int8=args.int8)
     ids = model.tokenizer.encode(text)
     start = time.perf_counter()
-    progress, bar = progress_bar()
-    with bar:
+    progress, close = progress_bar("window", leave=False)
+    try:
         score = score_tokens(model, ids, args.context, args.stride, progress=progress)
+    finally:
+        close()
     seconds = time.perf_counter() - start
     print(f"perplexity     {score.perplexity:.4f}")
     print(f"tokens scored  {score.tokens} of {len(ids)} "

@@ -11,13 +11,14 @@ and keeps BLAS at one thread everywhere; if BLAS also split the tiles, 2 workers
 count outside `parallel_for`, and inside it is limited to one thread.
 """
 import functools
-import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy  # noqa: F401  loads OpenBLAS before the controller below looks for it
 from threadpoolctl import ThreadpoolController
+
+from ..errors import is_int
 
 _controller = ThreadpoolController()   # finds the loaded BLAS once; limiting it later is cheap
 _lock = threading.Lock()                # one parallel region at a time: the BLAS limit is process-wide
@@ -49,7 +50,7 @@ def set_threads(n=None):
     global _threads, _pool
     if n is None:
         n = physical_cores()
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+    if not is_int(n, 1):
         raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
     n = int(n)
     with _lock:

@@ -23,7 +23,6 @@ only for windows of about 64 tokens, which no real evaluation uses.
 Dimensions: T = tokens in a window, n = tokens it scores, d = hidden size, V = vocabulary.
 """
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
