@@ -68,10 +68,10 @@ def _version():
         return "(not installed)"
 
 
-def settings_from(args, context):  # the parsed flags -> generate's settings
+def settings_from(args, prompt_tokens, context):  # the parsed flags -> generate's settings
     max_new = args.max_new_tokens
     if max_new == -1:   # llama.cpp's "until the context is full": what the prompt leaves room for
-        max_new = context - max(1, len(args.prompt_ids))
+        max_new = context - prompt_tokens
     return dict(max_new_tokens=max_new, do_sample=args.temperature > 0,
                 temperature=args.temperature if args.temperature > 0 else Settings.temperature,
                 top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
@@ -164,9 +164,8 @@ def run(args):
     load_s = time.perf_counter() - started
 
     eos = model.config.eos_token_id
-    args.prompt_ids = model.tokenizer.encode(prompt)
-    ids, mask = batch_prompts([args.prompt_ids], eos)
-    settings = settings_from(args, model.config.max_position_embeddings)
+    ids, mask = batch_prompts([model.tokenizer.encode(prompt)], eos)
+    settings = settings_from(args, ids.shape[1], model.config.max_position_embeddings)
     steps = generate_steps(model, ids, mask, **settings)   # a prompt too long fails here, before any output
     out, clock = Output(stream=not args.no_stream), Clock()
     try:
