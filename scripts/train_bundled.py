@@ -12,7 +12,9 @@ and the held-out play, measured only to report it (its curve is logged, never us
 Interruptible: every --save-minutes the model, the optimizer, the step, the batch sampler's state and the
 curve so far go to --work/checkpoint.pt (written beside and renamed, so a kill never leaves half a file);
 the same command resumes from it, bit for bit. It runs unchanged on a CUDA GPU when one is present.
-The shipped model is written to --out (float16) only when training ends, with the curve beside it.
+The shipped model is written to --out (float16) when training ends, with the curve beside it: the weights
+of the evaluation with the lowest validation loss. `--stop-now` exports those from the last checkpoint
+without training further (for a run that cannot finish in the time there is).
 """
 
 import argparse
@@ -84,14 +86,16 @@ def parse_args():
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--window", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-minutes", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--stop-now", action="store_true",
+                   help="export the best weights of the checkpoint in --work without training further")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--sample-seed", type=int, default=0)
     return p.parse_args()
@@ -212,6 +216,40 @@ def write_tokenizer_files(out, ctx):
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+class CorpusCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy over the corpus tokens plus one class of logit `log_unused`, with its gradient.
+
+    The [tokens, corpus vocabulary] logits (300 MB in float32 for a batch) made every elementwise pass of
+    an ordinary softmax run at memory speed: over a third of each step. This computes them `rows` at a
+    time while they are still in cache, and takes the gradient there too (softmax minus one-hot), so the
+    backward pass only scales what the forward pass saved. Products in bfloat16, as autocast would run them.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, target, log_unused, rows=128):   # h [N, d], w [V, d], target [N] -> []
+        hb, wb = h.to(torch.bfloat16), w.to(torch.bfloat16)
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(w)
+        total = h.new_zeros((), dtype=torch.float32)
+        for s in range(0, len(h), rows):
+            t = target[s:s + rows]
+            logits = (hb[s:s + rows] @ wb.T).float()                                   # [rows, V]
+            lse = torch.logaddexp(torch.logsumexp(logits, 1), logits.new_tensor(log_unused))
+            total += (lse - logits.gather(1, t[:, None])[:, 0]).sum()
+            p = logits.sub_(lse[:, None]).exp_()                                       # softmax, in place
+            p[torch.arange(len(t), device=p.device), t] -= 1
+            g = p.to(torch.bfloat16)
+            grad_h[s:s + rows] = g @ wb
+            grad_w += g.T @ hb[s:s + rows]
+        ctx.save_for_backward(grad_h, grad_w)
+        return total / len(h)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_loss / len(grad_h)
+        return grad_h * scale, grad_w * scale, None, None, None
+
+
 class CorpusSoftmax:
     """Exact full-vocabulary cross-entropy at a fraction of its cost.
 
@@ -235,18 +273,17 @@ class CorpusSoftmax:
             model.get_input_embeddings().weight[unused] = 0.0
 
     def loss(self, model, x, y):
-        h = model.transformer(input_ids=x).last_hidden_state.flatten(0, 1)
-        logits = (h @ model.get_output_embeddings().weight[self.used].T).float()
-        logits = torch.cat([logits, logits.new_full((len(logits), 1), self.log_unused)], dim=1)
-        return torch.nn.functional.cross_entropy(logits, self.index[y.flatten()])
+        h = model.transformer(input_ids=x).last_hidden_state.flatten(0, 1).float()
+        w = model.get_output_embeddings().weight[self.used]
+        return CorpusCrossEntropy.apply(h, w, self.index[y.flatten()], self.log_unused)
 
 
 RECIPE_KEYS = ("hidden", "layers", "heads", "window", "dropout", "steps", "batch", "lr", "warmup", "seed")
 
 
-def save_checkpoint(path, model, opt, gen, step, curve, args):
+def save_checkpoint(path, model, opt, gen, step, curve, best, args):
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
-             "curve": curve, "recipe": {k: getattr(args, k) for k in RECIPE_KEYS},
+             "curve": curve, "best": best, "recipe": {k: getattr(args, k) for k in RECIPE_KEYS},
              "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,9 +293,9 @@ def save_checkpoint(path, model, opt, gen, step, curve, args):
 
 
 def resume(path, model, opt, gen, args):
-    """Load the checkpoint if it belongs to this recipe; return (next step, curve)."""
+    """Load the checkpoint if it belongs to this recipe; return (next step, curve, best weights so far)."""
     if not path.exists():
-        return 1, []
+        return 1, [], None
     state = torch.load(path, map_location=model.device, weights_only=False)
     recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
     if state["recipe"] != recipe:
@@ -270,7 +307,7 @@ def resume(path, model, opt, gen, args):
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda_rng"])
     print(f"resumed from {path} at step {state['step']}", flush=True)
-    return state["step"] + 1, state["curve"]
+    return state["step"] + 1, state["curve"], state["best"]
 
 
 def train(model, train_ids, val_ids, heldout_ids, args, device):
@@ -279,15 +316,18 @@ def train(model, train_ids, val_ids, heldout_ids, args, device):
     softmax = CorpusSoftmax(model, train_ids)
     gen = torch.Generator().manual_seed(args.seed)
     checkpoint = args.work / "checkpoint.pt"
-    first, curve = resume(checkpoint, model, opt, gen, args)
+    first, curve, best = resume(checkpoint, model, opt, gen, args)
+    if args.stop_now and first == 1:
+        sys.exit(f"--stop-now: no checkpoint in {args.work} to export from")
     t0 = last_save = time.time()
     model.train()
-    for step in range(first, args.steps + 1):
+    for step in range(first, first if args.stop_now else args.steps + 1):
         lr = lr_at(step - 1, args)
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         x, y = random_batch(train_ids, args.batch, ctx, gen, device)
-        # bf16 matmuls (AMX on this CPU, tensor cores on a GPU); weights, optimizer and softmax stay fp32.
+        # bf16 matmuls (AVX-512 BF16 / AMX on CPUs that have them, tensor cores on a GPU); weights,
+        # optimizer and softmax stay fp32.
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = softmax.loss(model, x, y)
         loss.backward()
@@ -303,9 +343,17 @@ def train(model, train_ids, val_ids, heldout_ids, args, device):
             curve.append({"step": step, "tokens": step * args.batch * ctx, "train": loss.item(),
                           "val": val / n_val, "heldout": held / n_held})
             print(f"step {step:5d}  validation NLL {val / n_val:.4f}  (held-out {held / n_held:.4f})", flush=True)
+            # Several epochs over 1.5 M tokens can overfit: ship the weights the validation play liked best.
+            if best is None or val / n_val < best["val"]:
+                best = {"step": step, "val": val / n_val,
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if time.time() - last_save > args.save_minutes * 60 or step == args.steps:
-            save_checkpoint(checkpoint, model, opt, gen, step, curve, args)
+            save_checkpoint(checkpoint, model, opt, gen, step, curve, best, args)
             last_save = time.time()
+    if best is None:
+        sys.exit(f"{checkpoint} was saved before the first validation: train on to step {args.eval_every}")
+    model.load_state_dict(best["model"])
+    print(f"exporting the weights of step {best['step']} (validation NLL {best['val']:.4f})", flush=True)
     return curve
 
 
@@ -366,7 +414,8 @@ def main():
     ctx = config.max_position_embeddings
     nll, n = heldout_nll(model, heldout_ids, ctx, device)
     val, n_val = heldout_nll(model, val_ids, ctx, device)
-    print(f"done: {args.steps} steps, {args.steps * args.batch * ctx} training tokens, "
+    steps = curve[-1]["step"]
+    print(f"done: {steps} steps, {steps * args.batch * ctx} training tokens, "
           f"{(time.time() - t0) / 60:.1f} min this run; validation NLL {val / n_val:.4f}; held-out "
           f"{HELDOUT_FILE}: {n} tokens, mean NLL {nll / n:.4f}, perplexity {math.exp(nll / n):.2f} "
           f"(windows of {ctx}, no overlap)", flush=True)
