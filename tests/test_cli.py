@@ -101,3 +101,17 @@ def test_ctrl_c_stops_cleanly_with_exit_130(checkpoint):
     out = (first + rest).decode()
     assert child.returncode == 130, f"exit {child.returncode}\nstderr: {err.decode()}"
     assert "Traceback" not in err.decode() and out.startswith("Hello") and out.endswith("\n"), (out, err)
+
+
+@pytest.mark.parametrize("command, args", [("generate", ["-n", "2", "Hello"]),
+                                           ("perplexity", ["minineo/data/neo-shakespeare-heldout.txt"])])
+@pytest.mark.parametrize("flags, threads", [([], None), (["-t", "1"], 1)])
+def test_every_command_sets_the_threads(checkpoint, monkeypatch, command, args, flags, threads):
+    """Without -t too: BLAS keeping its own threads in the attention products is what set_threads prevents."""
+    import importlib
+    module = importlib.import_module(f"minineo.commands.{command}")
+    calls = []
+    monkeypatch.setattr(module, "set_threads", calls.append)
+    extra = ["--context", "64"] if command == "perplexity" else []
+    assert module.main(["-m", checkpoint, *flags, *extra, *args]) == 0
+    assert calls == [threads], f"python -m minineo{'' if command == 'generate' else '.' + command}: {calls}"
