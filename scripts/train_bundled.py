@@ -87,7 +87,7 @@ def parse_args():
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--steps", type=int, default=3400)
+    p.add_argument("--steps", type=int, default=4400)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
