@@ -17,10 +17,12 @@ import numpy as np
 from .tiled import TiledWeight
 
 # Decode (few rows of x): float32 bytes of one converted tile, measured with
-# scripts/bench_int8_kernel.py. The tile must stay in the core's L2 cache between its conversion and
-# its matmul, yet be big enough that the ~5 us of Python per tile stays small: 512 KiB-1 MiB were
-# equally fast (2 MiB L2 per core here), 128 KiB and 2 MiB 1.2-1.4x slower.
-TILE_BYTES = 512 * 1024
+# scripts/bench_int8_kernel.py on a 2-core AMD EPYC (Zen 5: 1 MiB L2 per core, 32 MiB L3). Each tile
+# is a few NumPy calls, and with two threads every call is a GIL handoff; bigger tiles mean fewer of
+# them, and the L3 still holds the converted tile for its matmul. 4 MiB tiles ran at 7.2 G weights/s
+# on one thread and 10-12.6 on two, 512 KiB tiles at 4.6 and 8; 2.7B int8 decode went from 2.7 to
+# 4.0-4.2 tokens/s. 2-8 MiB were within noise of each other.
+TILE_BYTES = 4 * 2**20
 # Prefill (M >= 32 rows of x) reuses each converted tile M times, so the cache matters less than
 # letting sgemm run on wide tiles. 64-512 rows were within noise of each other for M = 128; 256 rows
 # keep the buffer at 10 MiB per thread (in = 10240) and cut 2560 rows into 10 tiles, even for 2 threads.
@@ -57,10 +59,11 @@ class Int8Weight(TiledWeight):
         return w
 
     def tile_rows(self, m, threads):
-        """Rows of q converted at once, for M rows of x."""
+        """Rows of q converted at once, for M rows of x: at most TILE_BYTES of float32, and never so
+        few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""
         if m >= PREFILL_ROWS:
             return PREFILL_TILE_ROWS
-        return max(1, TILE_BYTES // (4 * self.shape[1]))
+        return max(1, min(TILE_BYTES // (4 * self.shape[1]), super().tile_rows(m, threads)))
 
     def tile_product(self, x2, r0, r1, out):  # out = x2 @ q[r0:r1].T, before the scale
         w = _scratch((r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])  # [r, in], reused
