@@ -4,8 +4,8 @@
 
 The scale of output row j multiplies only output column j, so it is applied after the matmul.
 NumPy has no int8 matmul (an int8 @ float32 product converts the whole of q first), so
-`x @ W.T` (see tiled.py) converts a few rows of q at a time into a small float32 buffer that stays
-in the core's cache, multiplies them at once with BLAS, and moves on. Decoding reads every weight
+`x @ W.T` (see tiled.py) converts a tile of rows of q at a time into a float32 buffer that stays
+in cache, multiplies them at once with BLAS, and moves on. Decoding reads every weight
 once per token, so the win is reading 1 byte per weight from memory instead of 4.
 
 Shapes: M = rows of x (tokens, or batch x tokens), in = in_features, out = out_features.
