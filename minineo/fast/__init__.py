@@ -3,6 +3,7 @@
     tiled.py    float32 weights whose `x @ w.T` runs in tiles of rows shared by minineo's threads
     int8.py     int8 weights with one scale per row, and their tiled product
     threads.py  how many threads, and how they share the tiles
+    memory.py   malloc settings that keep freed memory for the next step's temporaries
 
 `tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
 unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the

@@ -1,6 +1,7 @@
 """minineo.load: from a name as a user types it to a GPTNeo ready to run."""
 from ..errors import MinineoError
 from ..fast import tiled
+from ..fast.memory import keep_freed_memory
 from ..model import GPTNeo
 from .checkpoint import load_params
 from .config import load_config
@@ -12,7 +13,8 @@ def load(name=None, int8=False, fast=True):
     """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, or None for the bundled model.
 
     int8=True quantizes every matrix to int8 at load. fast=False keeps float32 matrices as plain NumPy
-    arrays, so that `x @ w.T` is NumPy's own product: the textbook path, slower on several cores."""
+    arrays, so that `x @ w.T` is NumPy's own product: the textbook path, slower on several cores.
+    fast=True also keeps freed memory in the process for the next step's arrays (minineo.fast.memory)."""
     directory = resolve(name)
     config = load_config(directory / "config.json")
     params = load_params(directory, config, int8=int8)
@@ -20,4 +22,6 @@ def load(name=None, int8=False, fast=True):
     if tokenizer.directory == directory and tokenizer.vocab_size > config.vocab_size:   # ids past the embedding
         raise MinineoError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
                            f"vocab_size ({config.vocab_size})")
+    if fast:
+        keep_freed_memory()
     return GPTNeo(config, tiled(params) if fast else params, tokenizer, source=str(directory))
