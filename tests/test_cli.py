@@ -1,5 +1,6 @@
 """`python -m minineo` as a user runs it, in a subprocess: streamed output, seeds, stdin, one-line
 errors without tracebacks, --stats, and Ctrl-C."""
+import importlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 import minineo
 from conftest import text_checkpoint
+from minineo.commands import common
 
 ROOT = Path(__file__).resolve().parent.parent
 # HF_HUB_OFFLINE: a Hub id fails at once instead of after network retries
@@ -108,10 +110,9 @@ def test_ctrl_c_stops_cleanly_with_exit_130(checkpoint):
 @pytest.mark.parametrize("flags, threads", [([], None), (["-t", "1"], 1)])
 def test_every_command_sets_the_threads(checkpoint, monkeypatch, command, args, flags, threads):
     """Without -t too: BLAS keeping its own threads in the attention products is what set_threads prevents."""
-    import importlib
     module = importlib.import_module(f"minineo.commands.{command}")
     calls = []
-    monkeypatch.setattr(module, "set_threads", calls.append)
+    monkeypatch.setattr(common, "set_threads", calls.append)
     extra = ["--context", "64"] if command == "perplexity" else []
     assert module.main(["-m", checkpoint, *flags, *extra, *args]) == 0
     assert calls == [threads], f"python -m minineo{'' if command == 'generate' else '.' + command}: {calls}"

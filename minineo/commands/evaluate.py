@@ -9,9 +9,8 @@ from pathlib import Path
 import minineo
 
 from ..errors import MinineoError
-from ..fast.threads import set_threads
 from ..text.evaluate import TASKS, evaluate, get_documents, get_task
-from .common import Parser, add_model_flags, positive_int, progress_bar, run_command
+from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, run_command
 
 
 def source_of(task, args):  # -> what was read, in words
@@ -57,10 +56,7 @@ def run(args, closers):
     task = get_task(args.task)
     documents = get_documents(task, data=args.data, limit=args.limit)   # a bad file fails before the model loads
     if args.ray is None:
-        # Always set: until set_threads is called, BLAS runs its own threads in the attention
-        # products, and they stall when another program holds a core (6x slower, measured here).
-        set_threads(args.threads)
-        model = minineo.load(args.model, int8=args.int8)
+        model = load_model(args)
         cluster = None
     else:
         from ..text.distributed import Cluster

@@ -13,10 +13,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import MinineoError
-from ..fast.threads import set_threads
 from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
-from ..weights import load
-from .common import Parser, add_model_flags, number, read_text, run_command
+from .common import Parser, add_model_flags, load_model, number, read_text, run_command
 
 DEFAULT_TEMPERATURE = 0.8      # llama.cpp's default; 0 = greedy
 DEFAULT_MAX_NEW_TOKENS = 100
@@ -156,12 +154,9 @@ class Clock:
 
 
 def run(args):
-    # Always set, -t or not: until set_threads is called BLAS runs its own threads in the small
-    # attention products, and they stall when another program holds a core (6x slower, measured).
-    set_threads(args.threads)
     prompt = read_prompt(args)
     started = time.perf_counter()
-    model = load(args.model, int8=args.int8)
+    model = load_model(args)
     load_s = time.perf_counter() - started
 
     eos = model.config.eos_token_id

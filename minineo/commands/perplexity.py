@@ -2,10 +2,8 @@
 import time
 
 from ..errors import MinineoError
-from ..fast.threads import set_threads
 from ..text.perplexity import score_tokens
-from ..weights import load
-from .common import Parser, add_model_flags, positive_int, progress_bar, read_text, run_command
+from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, read_text, run_command
 
 # Read at most this much text: a file that never ends (/dev/zero, a FIFO left open) must not fill the
 # memory. 256 MiB is ~80 M tokens, days of scoring for 2.7B on a laptop; score longer texts in parts.
@@ -25,10 +23,7 @@ def read_file(path):  # -> str, exactly the file's characters (no newline transl
 
 def run(args):
     text = read_file(args.file)
-    # Always set, -t or not: until set_threads is called BLAS runs its own threads in the small
-    # attention products, and they stall when another program holds a core (6x slower, measured).
-    set_threads(args.threads)
-    model = load(args.model, int8=args.int8)
+    model = load_model(args)
     ids = model.tokenizer.encode(text)
     start = time.perf_counter()
     progress, close = progress_bar("window", leave=False)
