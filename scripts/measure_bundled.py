@@ -37,6 +37,19 @@ def transformers_nll(directory, ids, context, stride):  # the same windows, scor
     return total
 
 
+def default_sampling(model):  # -> (share of blank lines, words per run) of the CLI's default sampling
+    blank = lines = words = 0
+    for prompt in PROMPTS:
+        for seed in SEEDS:   # the CLI's defaults: temperature 0.8, top-k 50, here 80 new tokens
+            new = minineo.generate(model, prompt, max_new_tokens=NEW_TOKENS, do_sample=True,
+                                   temperature=DEFAULT_TEMPERATURE, top_k=50, seed=seed)
+            generated = new.split("\n")[1:]   # the lines that begin in the generated text
+            blank += sum(not line.strip() for line in generated)
+            lines += len(generated)
+            words += len(new.split())
+    return blank / max(lines, 1), words / (len(PROMPTS) * len(SEEDS))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model directory (default: the bundled model)")
@@ -53,18 +66,9 @@ def main():
         nll = transformers_nll(model.source, ids, 256, 64)
         print(f"  transformers: perplexity {math.exp(nll / score.tokens):.2f}, {nll / len(text):.4f} nats/character")
 
-    blank = lines = words = 0
-    for prompt in PROMPTS:
-        for seed in SEEDS:   # the CLI's defaults: temperature 0.8, top-k 50, here 80 new tokens
-            new = minineo.generate(model, prompt, max_new_tokens=NEW_TOKENS, do_sample=True,
-                                   temperature=DEFAULT_TEMPERATURE, top_k=50, seed=seed)
-            generated = new.split("\n")[1:]   # the lines that begin in the generated text
-            blank += sum(not line.strip() for line in generated)
-            lines += len(generated)
-            words += len(new.split())
-    runs = len(PROMPTS) * len(SEEDS)
-    print(f"default sampling, {runs} runs of {NEW_TOKENS} tokens: {blank / max(lines, 1):.1%} blank lines, "
-          f"{words / runs:.1f} words per {NEW_TOKENS} tokens")
+    blank_share, words = default_sampling(model)
+    print(f"default sampling, {len(PROMPTS) * len(SEEDS)} runs of {NEW_TOKENS} tokens: {blank_share:.1%} blank "
+          f"lines, {words:.1f} words per {NEW_TOKENS} tokens")
     for prompt in PROMPTS:
         print(f"greedy {prompt!r}: {minineo.generate(model, prompt, max_new_tokens=40)!r}")
 

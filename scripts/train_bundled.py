@@ -105,7 +105,8 @@ def parse_args():
     p.add_argument("--stop-now", action="store_true",
                    help="export the best weights of the checkpoint in --work without training further")
     p.add_argument("--renamed-copies", type=int, default=0,
-                   help="train on the plays plus this many copies with their characters renamed (see rename_characters)")
+                   help="train on the plays plus this many copies with their characters renamed "
+                        "(see rename_characters)")
     p.add_argument("--init", type=Path,
                    help="start from this saved model (a Hub-layout folder) instead of random weights")
     p.add_argument("--seed", type=int, default=1234)
@@ -214,9 +215,10 @@ def fold_attention_scale(model, already_folded=False):
     """
     scale = 1 / math.sqrt(model.config.hidden_size // model.config.num_heads)
     queries = [block.attn.attention.q_proj.weight for block in model.transformer.h]
-    with torch.no_grad():
-        for q in [] if already_folded else queries:
-            q *= scale
+    if not already_folded:
+        with torch.no_grad():
+            for q in queries:
+                q *= scale
     return queries, scale
 
 
@@ -425,7 +427,7 @@ def whole_curve(curve, init):
     earlier_file = init / "training_curve.json" if init else None
     earlier = json.loads(earlier_file.read_text()) if earlier_file and earlier_file.exists() else []
     last = earlier[-1] if earlier else {"step": 0, "tokens": 0, "stage": 0}
-    stage = last.get("stage", 1) + 1 if earlier else 1
+    stage = last.get("stage", 1) + 1
     return ([{**point, "stage": point.get("stage", 1)} for point in earlier]
             + [{**point, "step": point["step"] + last["step"], "tokens": point["tokens"] + last["tokens"],
                 "stage": stage} for point in curve])
@@ -443,8 +445,9 @@ def plot_curve(curve, path):
     for before, after in zip(curve, curve[1:]):
         if after["stage"] != before["stage"]:
             ax.axvline(before["tokens"] / 1e6, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"stage {after['stage']}", (before["tokens"] / 1e6, 0.02), xycoords=("data", "axes fraction"),
-                        ha="left", va="bottom", fontsize=8, color="grey", xytext=(3, 0), textcoords="offset points")
+            ax.annotate(f"stage {after['stage']}", (before["tokens"] / 1e6, 0.02),
+                        xycoords=("data", "axes fraction"), ha="left", va="bottom", fontsize=8, color="grey",
+                        xytext=(3, 0), textcoords="offset points")
     ax.set_xlabel("training tokens seen (millions)")
     ax.set_ylabel("loss (nats per token)")
     ax.set_ylim(top=min(8.0, max(c["val"] for c in curve) + 0.2))
@@ -485,8 +488,9 @@ def main():
     train_ids = encode_documents(tok, plays)
     val_ids = torch.tensor([EOT] + tok(val_text).input_ids, dtype=torch.long)
     heldout_ids = torch.tensor([EOT] + tok(heldout_text).input_ids, dtype=torch.long)
-    print(f"corpus: {len(texts)} training works (+ {args.renamed_copies} renamed copies), {len(train_ids)} tokens; validation {VALIDATION_FILE}: "
-          f"{len(val_ids) - 1} tokens; held-out {HELDOUT_FILE}: {len(heldout_ids) - 1} tokens; "
+    print(f"corpus: {len(texts)} training works (+ {args.renamed_copies} renamed copies), {len(train_ids)} "
+          f"tokens; validation {VALIDATION_FILE}: {len(val_ids) - 1} tokens; "
+          f"held-out {HELDOUT_FILE}: {len(heldout_ids) - 1} tokens; "
           f"device {device}, {args.threads} threads", flush=True)
 
     config = model_config(args)

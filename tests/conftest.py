@@ -1,6 +1,8 @@
 """Checkpoints for the tests: built by transformers where it is installed (the oracle), else by
 minineo's NumPy writer; every comparison prints the largest difference it saw."""
+import importlib.util
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,15 @@ from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from minineo.weights.tokenizer import GPT2_BPE
 
 TOLERANCE = 1e-4   # max abs logit difference allowed against transformers in float32
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name):
+    """A dev tool of scripts/ (not part of the package) as a module, for the tests of what it measures or makes."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(**overrides):

@@ -1,21 +1,18 @@
 """The data side of scripts/train_bundled.py, the dev-only script that trains the bundled model: which
 words of a play count as its characters' names, and the renamed copies its second stage trains on."""
-import importlib.util
 import random
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_bundled.py"
-spec = importlib.util.spec_from_file_location("train_bundled", SCRIPT)
-train_bundled = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_bundled)
+train_bundled = load_script("train_bundled")
 
-# Three heading styles of the Gutenberg editions; "king", "first" and "lord" also occur in lower case, so they are
-# titles, not names, and "Montague" is never a speaker here, so it stays.
+# Three heading styles of the Gutenberg editions; "king", "first" and "lord" also occur in lower case, so
+# they are titles, not names, and "Montague" is never a speaker here, so it stays.
 PLAY = """ROMEO AND JULIET
 
 ACT I.
