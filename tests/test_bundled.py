@@ -44,7 +44,7 @@ def test_greedy_decoding_writes_words_not_blank_lines():
 def test_default_sampling_writes_lines_of_words():
     # The CLI's defaults on the model card's prompts and seeds: the share of the lines that begin in the
     # generated text that are blank, and the words per 80 tokens.
-    blank_share, words = measure_bundled.default_sampling(minineo.load())
+    blank_share, words = measure_bundled.sampling_statistics(measure_bundled.sample_prompts(minineo.load()))
     print(f"{blank_share:.1%} blank lines, {words:.1f} words per 80 tokens")
     assert blank_share <= MAX_BLANK and words >= MIN_WORDS, (
         f"{blank_share:.1%} blank lines (at most {MAX_BLANK:.0%}), "
@@ -75,3 +75,13 @@ def test_copies_a_name_it_never_saw_from_its_context():
     copied = [nll[k + j - 1] for k, length in headings[2:] for j in range(1, length)]
     print(f"{np.mean(copied):.2f} nats per copied name token ({len(copied)} tokens)")
     assert np.mean(copied) <= MAX_COPIED_NAME_NATS, f"{np.mean(copied):.2f} nats per copied name token"
+
+
+def test_line_ends_counts_what_the_model_card_says():
+    # measure_bundled's count behind the model card's "short sentences, short speeches": a play's speech lines by
+    # how they end, how often each kind ends the speech, and speech lines per heading. The last line may be cut off.
+    play = ("ROMEO.\nBut soft, what light\nthrough yonder window breaks?\n\n[Enter Juliet.]\n\n"
+            "JULIET.\nAy me.\nO Romeo,\n\nROMEO.\nShe speaks")
+    ends, per_heading = measure_bundled.line_ends([play])
+    print(ends, per_heading)
+    assert ends == {"sentence": (2 / 4, 1 / 2), "word": (1 / 4, 0.0)} and per_heading == 4 / 3, (ends, per_heading)
