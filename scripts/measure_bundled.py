@@ -1,7 +1,8 @@
 """Measure the bundled model as its model card reports it: held-out perplexity and nats per character,
 the CLI's default sampling (blank lines, words per 80 tokens) and greedy decoding.
 
-    python scripts/measure_bundled.py [--model DIR] [--transformers] [--seeds N] [--temperature T] [--top-k K] [--why-blank]
+    python scripts/measure_bundled.py [--model DIR] [--transformers] [--seeds N] [--temperature T] [--top-k K]
+                                      [--why-blank]
 
 Perplexity is `python -m minineo.perplexity`'s (context 256, stride 64) on the held-out play; nats per
 character divide the same total NLL by the file's characters, which no tokenizer or context can flatter.
@@ -21,6 +22,7 @@ import numpy as np
 import minineo
 from minineo.commands.generate import DEFAULT_TEMPERATURE
 from minineo.model.attention import softmax
+from minineo.text.generate import Settings
 from minineo.text.perplexity import score_tokens, windows
 from minineo.text.sampling import process_logits
 
@@ -30,7 +32,8 @@ HELDOUT = REPO / "minineo" / "data" / "neo-shakespeare-heldout.txt"
 PROMPTS = ["ROMEO.\nBut soft,", "KING HENRY.\nNow,", "HAMLET.\nWhat is"]
 SEEDS = range(10)
 NEW_TOKENS = 80
-CLI_SAMPLER = dict(temperature=DEFAULT_TEMPERATURE, top_k=50)   # the CLI's defaults
+CONTEXT, STRIDE = 256, 64   # the perplexity's windows, as the model card reports them
+CLI_SAMPLER = dict(temperature=DEFAULT_TEMPERATURE, top_k=Settings.top_k)   # the CLI's defaults
 SAMPLERS = {"T 1": dict(temperature=1.0, top_k=0), "CLI": CLI_SAMPLER}
 HEADING = re.compile(r"[A-Z][A-Z' ]+\.")   # a speaker heading, as the plays print it
 # --why-blank's kinds of token, each a whole token: what ends a line, a sentence, a clause.
@@ -90,7 +93,7 @@ def why_blank(model, ids):  # -> {what: (share in ids, {sampler: mean probabilit
     after_line = np.zeros(len(ids), bool)   # [N]: the token before is a line break that ended a line of text
     after_line[2:] = (ids[1:-1] == newline) & (ids[:-2] != newline)
     sums = {(what, name): 0.0 for what in [*kinds, "blank line"] for name in SAMPLERS}
-    for begin, end, first in windows(len(ids), 256, 64):
+    for begin, end, first in windows(len(ids), CONTEXT, STRIDE):
         logits = model(ids[begin:end - 1])[first - 1 - begin:]        # [n, V]: predicts ids[first:end]
         for name, sampler in SAMPLERS.items():
             probs = softmax(process_logits(logits, None, do_sample=True, **sampler))   # [n, V]
@@ -118,22 +121,21 @@ def main():
     model = minineo.load(args.model)
     text = HELDOUT.read_text()
     ids = model.tokenizer.encode(text)
-    score = score_tokens(model, ids, context=256, stride=64)
+    score = score_tokens(model, ids, context=CONTEXT, stride=STRIDE)
     print(f"held-out {HELDOUT.name}: {len(text)} characters, {len(ids)} tokens")
     print(f"  minineo:      perplexity {score.perplexity:.2f}, {score.nll / score.tokens:.4f} nats/token, "
-          f"{score.nll / len(text):.4f} nats/character ({score.tokens} tokens scored, context 256, stride 64)")
+          f"{score.nll / len(text):.4f} nats/character ({score.tokens} tokens scored, context {CONTEXT}, stride {STRIDE})")
     if args.transformers:
-        nll = transformers_nll(model.source, ids, 256, 64)
+        nll = transformers_nll(model.source, ids, CONTEXT, STRIDE)
         print(f"  transformers: perplexity {math.exp(nll / score.tokens):.2f}, {nll / len(text):.4f} nats/character")
 
     samples = sample_prompts(model, range(args.seeds), dict(temperature=args.temperature, top_k=args.top_k))
     blank_share, words = sampling_statistics(samples)
     print(f"sampling at T {args.temperature}, top-k {args.top_k}, {len(samples)} runs of {NEW_TOKENS} tokens: "
-          f"{blank_share:.1%} blank lines, "
-          f"{words:.1f} words per {NEW_TOKENS} tokens")
+          f"{blank_share:.1%} blank lines, {words:.1f} words per {NEW_TOKENS} tokens")
     if args.why_blank:
         print(f"held-out play, teacher-forced: share in the play | mean probability at T 1 | at the CLI's "
-              f"T {DEFAULT_TEMPERATURE}, top-k 50")
+              f"T {CLI_SAMPLER['temperature']}, top-k {CLI_SAMPLER['top_k']}")
         for what, (share, mean) in why_blank(model, ids).items():
             place = " where a line of text ended" if what == "blank line" else " (all tokens)"
             print(f"  {what + place:<45} {share:.4f} | {mean['T 1']:.4f} | {mean['CLI']:.4f}")

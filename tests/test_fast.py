@@ -1,5 +1,9 @@
 """minineo.fast computes the same products as the plain `x @ w.T`: every weight kind, 1, 2 and 3
 threads, whatever the machine's core count, and whether or not a product is split into tiles."""
+import ctypes
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,10 +102,8 @@ print(libc.mallinfo2().fordblks)           # bytes free in the heap, kept for th
 '''
 
 
-@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="needs glibc 2.33+")
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33+")
 def test_fast_load_keeps_freed_memory_in_the_process():
-    import subprocess
-    import sys
     kept = {mode: int(subprocess.run([sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True,
                                      check=True).stdout) for mode in ("default", "fast")}
     print(f"free heap bytes after a 20 MiB temporary: {kept}")
