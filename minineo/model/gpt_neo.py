@@ -54,19 +54,12 @@ class GPTNeo:
         """The final hidden states (after ln_f). Pass a list as hidden_states to also receive the
         residual stream before the first block and after every block: L + 1 arrays [B, T, d]."""
         ids, mask, squeeze = self._check(ids, attention_mask, cache)
-        B, T = ids.shape
-        if cache is None:
-            cache_real, start, seen = np.zeros((B, 0), bool), 0, np.zeros(B, np.int64)
-        else:
-            cache_real, start, seen = cache.real, cache.length, cache.real.sum(axis=1)
-        real = np.concatenate([cache_real, mask == 1], axis=1)
-        if not real.any(axis=1).all():
-            raise MinineoError("attention_mask: a sequence has no real token (a row of all zeros)")
+        start = 0 if cache is None else cache.length            # the new tokens' first sequence index
+        real = mask == 1 if cache is None else cache.update(mask == 1)   # [B, start + T]
+        seen = real[:, :start].sum(axis=1)                      # [B] real tokens before these
         h = gpt_neo(ids, padded_positions(mask, seen), self.params, self.config,
-                    q_idx=np.arange(start, start + T), real=real, cache=cache, hidden_states=hidden_states,
-                    attend=self.attend)
-        if cache is not None:
-            cache.real, cache.length = real, start + T
+                    q_idx=np.arange(start, start + ids.shape[1]), real=real, cache=cache,
+                    hidden_states=hidden_states, attend=self.attend)
         if squeeze and hidden_states is not None:
             hidden_states[:] = [x[0] for x in hidden_states]
         return h[0] if squeeze else h
@@ -97,6 +90,11 @@ class GPTNeo:
         past = 0 if cache is None else cache.length
         if cache is not None and cache.batch_size != len(ids):
             raise MinineoError(f"ids: batch of {len(ids)} sequences, but the cache holds {cache.batch_size}")
+        has_real = (mask == 1).any(axis=1)   # [B]
+        if cache is not None:
+            has_real |= cache.real.any(axis=1)
+        if not has_real.all():
+            raise MinineoError("attention_mask: a sequence has no real token (a row of all zeros)")
         if past + ids.shape[1] > self.config.max_position_embeddings:
             raise MinineoError(f"sequence of {past + ids.shape[1]} tokens is longer than the model's "
                                f"max_position_embeddings ({self.config.max_position_embeddings})")
