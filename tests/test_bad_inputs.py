@@ -33,8 +33,8 @@ def cli(*args, stdin=b"", module="minineo", **kwargs):   # -> (exit code, stdout
     return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
 
 
-def assert_one_line_error(rc, err, expected):
-    assert rc == 1 and "Traceback" not in err, f"exit {rc}\n{err}"
+def assert_one_line_error(rc, err, expected, code=1):   # 1: a failure, 2: a usage mistake
+    assert rc == code and "Traceback" not in err, f"exit {rc}\n{err}"
     assert err.startswith("minineo: error: ") and err.count("\n") == 1, err
     assert expected in err, err
 
@@ -119,7 +119,7 @@ def test_llama_cpp_flags(checkpoint, tmp_path):
     assert rc == 0, err
     model = minineo.load(checkpoint)
     assert len(model.tokenizer.encode(out.rstrip("\n"))) >= 200, len(out)
-    assert_one_line_error(*cli(*base, "-p", "a", "b")[::2], "give the prompt one way, not PROMPT and -p")
+    assert_one_line_error(*cli(*base, "-p", "a", "b")[::2], "give the prompt one way, not PROMPT and -p", code=2)
 
 
 def test_two_unseeded_runs_differ(checkpoint):

@@ -1,6 +1,6 @@
 """How minineo's modules depend on each other, read from the source (ast), never by importing it:
 no import circle, no private name imported across modules, no subpackage importing the package
-root, no module swapping its own class."""
+root, no module swapping its own class, no bare ValueError or RuntimeError raised by our own checks."""
 import ast
 from pathlib import Path
 
@@ -117,3 +117,15 @@ def test_no_module_swaps_its_class():
              if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "__class__"
                                                      for t in node.targets)]
     assert not found, f"a module's __class__ is assigned in {found}"
+
+
+BUILTIN_ERRORS = {"ValueError", "RuntimeError", "TypeError", "KeyError", "IndexError", "OSError", "Exception"}
+
+
+def test_our_checks_raise_minineo_errors():
+    # one family for user mistakes (minineo/errors.py); an internal invariant is an assert
+    found = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} raises {name}"
+             for path in modules().values() for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Raise) and node.exc is not None
+             for name in [getattr(getattr(node.exc, "func", node.exc), "id", None)] if name in BUILTIN_ERRORS]
+    assert not found, "\n".join(found)

@@ -12,7 +12,7 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from ..errors import MinineoError
+from ..errors import MinineoError, UsageError
 from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
 from .common import Parser, add_model_flags, load_model, number, read_text, run_command
 
@@ -86,7 +86,7 @@ def read_prompt(args):
     given = [name for name, value in [("PROMPT", args.prompt), ("-p", args.prompt_flag), ("-f", args.file)]
              if value is not None]
     if len(given) > 1:
-        raise MinineoError(f"give the prompt one way, not {' and '.join(given)}")
+        raise UsageError(f"give the prompt one way, not {' and '.join(given)}")
     if args.file is not None:
         try:
             with open(args.file, "rb") as f:

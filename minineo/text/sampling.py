@@ -159,7 +159,7 @@ def greedy(logits):
 def sample(logits, rng):
     # [B, V] -> [B]
     if rng is None:
-        raise ValueError("sampling (do_sample=True) needs a numpy.random.Generator, got rng=None")
+        raise MinineoError("sampling (do_sample=True) needs a numpy.random.Generator, got rng=None")
     # Inverse-CDF draw, one uniform per row, so a seeded Generator reproduces the tokens.
     # float64 here only: a float32 running sum over 50k tokens drifts visibly.
     weights = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
