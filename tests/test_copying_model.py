@@ -1,6 +1,11 @@
 """The second bundled model, neo-copying, is what its model card says: a GPT-Neo small enough to ship, with
 a local and a global layer, loadable by name, that copies a span of random tokens it has seen once (issue 23:
 the second copy at least 2 nats/token below the first), the same in minineo and in transformers."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,6 +26,14 @@ def test_shape_size_and_name():
     size = (BUNDLED_BY_NAME[NAME] / "model.safetensors").stat().st_size
     assert size <= 5e6, f"{NAME}'s weights are {size / 1e6:.2f} MB, more than 5 MB"
     assert model.source == str(BUNDLED_BY_NAME[NAME])
+
+
+def test_the_command_line_finds_it_by_name():
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "minineo", "-m", NAME, "-n", "5", "ROMEO."], capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}, cwd=root, timeout=120)
+    assert done.returncode == 0 and done.stdout.decode().startswith("ROMEO."), \
+        f"exit {done.returncode}\nstdout: {done.stdout.decode()!r}\nstderr: {done.stderr.decode()}"
 
 
 def test_copies_a_span_seen_once():
