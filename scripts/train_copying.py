@@ -23,6 +23,8 @@ What did not work in the time there was (2 shared CPU cores), and why the defaul
   steps. An induction head copies a token through its own dimensions, and 10 cannot single out one of 19,174.
 - 1 head of 40, --copy-fraction 0.6, --pool 0: 0.50 nats/token after 600 steps (1.8 s per step, most of it
   the 19,174-way softmax). Without Shakespeare rows and with a pool of 2,048 a step takes a fifth of that.
+- From scratch with every prediction counted: see training_batch (hence the two stages above).
+
 Interruptible and resumable as train_bundled.py is (--work/checkpoint.pt every --save-minutes); runs unchanged
 on a CUDA GPU. The model is written to --out (float16, Hub layout) when training ends, with its curve.
 """
