@@ -54,9 +54,12 @@ def arrays_in(value, name):  # (name, array) for every array inside an argument 
             yield from arrays_in(item, f"{name}[{key!r}]")
 
 
-def changed_inputs(exercise, args, kwargs, before):  # names of the caller's arrays that the call changed
-    return [name for (name, now), (_, then) in zip(named_arrays(exercise, args, kwargs), before)
-            if now.shape != then.shape or not np.array_equal(now, then, equal_nan=True)]
+def changed_inputs(exercise, args, kwargs, before):  # -> "", or which of the caller's arrays the call changed, and how
+    for (name, now), (_, then) in zip(named_arrays(exercise, args, kwargs), before):
+        if now.shape != then.shape or not np.array_equal(now, then, equal_nan=True):
+            return (f"changed the caller's `{name}` in place (the caller still needs it; compute a new array "
+                    f"instead). {difference(now, then, what=f'`{name}` after the call (expected: as it was given)')}")
+    return ""
 
 
 def named_arrays(exercise, args, kwargs):
@@ -85,8 +88,7 @@ def check(exercise, fn, filename=None):
         outputs.append(seen)
         changed = changed_inputs(exercise, args, kwargs, before) if exercise.checks_inputs else []
         if changed:
-            failures.append((number, case, seen, f"changed the caller's {', '.join(f'`{c}`' for c in changed)} in place "
-                                                 f"(the caller still needs it; compute a new array instead)"))
+            failures.append((number, case, seen, changed))
             continue
         problem = str(seen) if isinstance(seen, CacheProblem) else difference(seen, expected, exercise.rtol, exercise.atol)
         if problem:

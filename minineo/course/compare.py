@@ -69,7 +69,7 @@ def difference(seen, expected, rtol=RTOL, atol=ATOL, what="the output"):
                 (f", in rows {rows[:6].tolist()} of the last axis" if len(rows) else "")
         return text
     if seen.dtype != expected.dtype:
-        return f"{what}: values match but the dtype is {seen.dtype}, expected {expected.dtype}" + \
+        return f"{what}: values match but the dtype differs: expected {expected.dtype}, seen {seen.dtype}" + \
             (" (a float64 constant or np.float64 scalar promotes float32 arrays; keep the math in float32)"
              if seen.dtype == np.float64 and expected.dtype == np.float32 else "")
     return None

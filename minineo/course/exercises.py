@@ -530,19 +530,21 @@ class CacheProblem(str):
 
 def _cache_problem(keys, values, k_idx, n, T, window, first_needed):  # -> None, or what is wrong
     if not (isinstance(keys, np.ndarray) and isinstance(values, np.ndarray)) or keys.ndim != 4:
-        return f"update should return keys and values as [B, H, S, hd] arrays, got {type(keys).__name__}"
+        return f"expected keys and values as [B, H, S, hd] arrays, seen {type(keys).__name__}"
     if k_idx.ndim != 1 or len(k_idx) != keys.shape[2] or values.shape != keys.shape:
-        return f"keys {list(keys.shape)}, values {list(values.shape)} and k_idx {list(k_idx.shape)} do not agree"
+        return (f"expected keys, values and k_idx for the same S keys, seen keys {list(keys.shape)}, "
+                f"values {list(values.shape)}, k_idx {list(k_idx.shape)}")
     if len(k_idx) > 1 and not (np.diff(k_idx) > 0).all():
-        return f"k_idx should be increasing (keys in sequence order), got {k_idx.tolist()}"
+        return f"expected increasing k_idx (keys in sequence order), seen {k_idx.tolist()}"
     if window is not None and len(k_idx) > window - 1 + T:
-        return (f"returned {len(k_idx)} keys; a local layer's new queries see at most window - 1 = {window - 1} "
-                f"earlier keys plus the {T} new ones, so keeping more only grows the memory")
+        return (f"expected at most window - 1 = {window - 1} earlier keys plus the {T} new ones, seen {len(k_idx)} "
+                f"keys: a local layer's queries never look further back, so keeping more only grows the memory")
     if len(k_idx) and k_idx[-1] != n - 1:
-        return f"the newest key should have index {n - 1} (tokens so far - 1), got {k_idx[-1]}"
+        return f"expected the newest key's index to be {n - 1} (tokens so far - 1), seen {k_idx[-1]}"
     missing = sorted(set(range(first_needed, n)) - set(k_idx.tolist()))
     if missing:
-        return f"keys {missing[:8]} are missing; the new queries may attend to every key from {first_needed} to {n - 1}"
+        return (f"expected every key from {first_needed} to {n - 1} (the new queries may attend to them), "
+                f"seen k_idx {k_idx.tolist()}: keys {missing[:8]} are missing")
     return None
 
 
@@ -667,7 +669,7 @@ TOP_K_FILTER = Exercise("top_k_filter", 5, top_k_filter, top_k_cases, [
             (np.full_like(x, -np.inf) if k == 1 else x)),
     Mistake("does not treat k = 0 as 'no filter'", "k = 0 disables top-k, as in transformers",
             lambda x, k: top_k_filter(x, k) if k else np.full_like(x, -np.inf)),
-    Mistake("keeps the k smallest logits", "keep the k largest", lambda x, k: -top_k_filter(-x, k) if k else x),
+    Mistake("keeps the k smallest logits", "keep the k largest", lambda x, k: np.where(np.isinf(top_k_filter(-x, k)), -np.inf, x)),
 ], call=filtered)
 
 
