@@ -169,3 +169,133 @@ def test_a_planted_mistake_fails_with_its_name(name, source, named, tmp_path):
     print(report)
     assert result.status == "mismatch" and named in report
     assert "expected" in report and "seen" in report
+
+
+# ---- the command line: exit codes, and the student's own lines -------------------------------------------
+
+def write(path, body):
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_unknown_exercise_lists_them_with_a_did_you_mean(tmp_path):
+    done = cli("layernorm", write(tmp_path / "a.py", "def layer_norm(x, g, b, eps=1e-5):\n    return x\n"))
+    assert done.returncode == 2 and "did you mean layer_norm?" in done.stderr and "top_p_filter" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_usage_mistakes_exit_2_with_the_students_line(tmp_path):
+    missing = cli("layer_norm", tmp_path / "nowhere.py")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    no_function = cli("layer_norm", write(tmp_path / "b.py", "def layer_nrom(x, g, b, eps=1e-5):\n    return x\n"))
+    assert no_function.returncode == 2 and "has no function 'layer_norm' (did you mean layer_nrom?)" in no_function.stderr
+    syntax = cli("layer_norm", write(tmp_path / "c.py", "import numpy as np\n\ndef layer_norm(x, g, b, eps=1e-5)\n    return x\n"))
+    assert syntax.returncode == 2 and "c.py, line 3: SyntaxError" in syntax.stderr and "def layer_norm(x, g, b, eps=1e-5)" in syntax.stderr
+    imports = cli("layer_norm", write(tmp_path / "d.py", "import numpy as np\nimport torchh\n"))
+    assert imports.returncode == 2 and "d.py, line 2: import torchh" in imports.stderr and "ModuleNotFoundError" in imports.stderr
+    for done in (missing, no_function, syntax, imports):
+        assert "Traceback" not in done.stderr and done.stderr.startswith("minineo: error: ")
+
+
+def test_an_error_inside_the_function_is_their_line_and_exit_1(tmp_path):
+    done = cli("layer_norm", write(tmp_path / "e.py", """\
+        import numpy as np
+
+        def layer_norm(x, g, b, eps=1e-5):
+            mean = x.mean(-1)
+            return g * (x - mean) / np.sqrt(x.var(-1) + eps) + b
+        """))
+    assert done.returncode == 1 and "ValueError: operands could not be broadcast" in done.stdout
+    assert "e.py, line 5, in layer_norm: return g * (x - mean)" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+LAYER_NORM_MISTAKES = {   # each way of getting layer_norm wrong the issue names -> words its diagnosis must contain
+    "biased vs unbiased": ("var = x.var(-1, ddof=1, keepdims=True)\n    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(var + eps)",
+                           "unbiased variance"),
+    "eps outside the sqrt": ("y = (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + eps)",
+                             "epsilon outside the square root"),
+    "in place": ("x -= x.mean(-1, keepdims=True)\n    y = x / np.sqrt((x * x).mean(-1, keepdims=True) + eps)",
+                 "changed the caller's `x` in place"),
+    "wrong dtype": ("y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + np.float64(eps))",
+                    "dtype differs: expected float32, seen float64"),
+    "wrong shape": ("y = ((x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps))[..., None]",
+                    "wrong shape"),
+}
+
+
+def test_a_student_sets_up_gets_layer_norm_wrong_then_right(tmp_path):
+    setup = subprocess.run([sys.executable, "-m", "minineo.course", "setup", tmp_path / "class"], capture_output=True,
+                           text=True, env=ENV, timeout=120)
+    assert setup.returncode == 0, setup.stderr
+    mine = tmp_path / "class" / "neo_exercises.py"
+    assert sorted(p.name for p in mine.parent.iterdir()) == sorted(
+        ["neo_exercises.py"] + [p.name for p in (ROOT / "notebooks" / "exercises").glob("*.ipynb")])
+    stub = cli("layer_norm", mine)
+    assert stub.returncode == 1 and "not written yet" in stub.stdout
+    again = subprocess.run([sys.executable, "-m", "minineo.course", "setup", tmp_path / "class"], capture_output=True,
+                           text=True, env=ENV, timeout=120)
+    assert again.returncode == 1 and "already holds neo_exercises.py" in again.stderr   # nobody's work overwritten
+
+    stub_text = mine.read_text()
+    start = stub_text.index("def layer_norm")
+    end = stub_text.index("raise NotImplementedError", start) + len("raise NotImplementedError")
+    for mistake, (body, named) in LAYER_NORM_MISTAKES.items():
+        mine.write_text(stub_text[:start] + f"def layer_norm(x, g, b, eps=1e-5):\n    {body}\n    return g * y + b"
+                        + stub_text[end:])
+        done = cli("layer_norm", mine)
+        assert done.returncode == 1 and named in done.stdout, mistake
+    mine.write_text(stub_text[:start] + "def layer_norm(x, g, b, eps=1e-5):\n    centred = x - x.mean(-1, keepdims=True)\n"
+                    "    return g * centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + eps) + b" + stub_text[end:])
+    fixed = cli("layer_norm", mine)
+    assert fixed.returncode == 0 and "layer_norm: OK" in fixed.stdout
+
+
+def test_in_model_moves_the_loss_for_a_wrong_function_only(tmp_path):
+    from minineo.course.in_model import in_model
+    exercise = EXERCISES["layer_norm"]
+    same = "\n".join(in_model(exercise, OTHER_LAYER_NORM))
+    assert "changes the held-out loss by +0.0000 nats per token (the same loss)" in same
+    wrong = course.LAYER_NORM.mistakes[1].fn   # epsilon outside the square root
+    moved = "\n".join(in_model(exercise, wrong))
+    print(same, moved, sep="\n")
+    change = float(moved.split("changes the held-out loss by ")[1].split()[0])
+    assert abs(change) >= 1e-3
+    nan = "\n".join(in_model(exercise, lambda x, g, b, eps=1e-5: g * (x - x.mean(-1, keepdims=True)) /
+                             np.sqrt(x.var(-1, keepdims=True) - 1) + b))
+    assert "the model computed NaN or inf with your function" in nan
+
+
+def OTHER_LAYER_NORM(x, g, b, eps=1e-5):   # correct, written differently
+    x64 = x.astype(np.float64)
+    return (g * (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + eps) + b).astype(np.float32)
+
+
+def test_the_in_model_flag_prints_both_losses(tmp_path):
+    done = cli("gelu_new", OTHER_SOLUTIONS, "--in-model")
+    assert done.returncode == 0 and "reference" in done.stdout and "yours" in done.stdout and "(the same loss)" in done.stdout
+
+
+# ---- the exercise notebooks --------------------------------------------------------------------------------
+
+def test_exercise_notebooks_hold_the_stub_files_stubs():
+    from conftest import load_script
+    made = load_script("make_exercise_notebooks").notebooks()
+    folder = ROOT / "notebooks" / "exercises"
+    assert sorted(made) == sorted(p.name for p in folder.glob("*.ipynb"))
+    for name, text in made.items():
+        assert (folder / name).read_text(encoding="utf-8") == text, \
+            f"{name} is out of date with minineo/course/neo_exercises.py: run python scripts/make_exercise_notebooks.py"
+    code = "".join(text for text in made.values())
+    for exercise in EXERCISES:
+        assert f'check(\\"{exercise}\\", {exercise})' in code, f"no check cell for {exercise}"
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_the_stubs_have_the_references_signatures(name):
+    import inspect
+    from minineo.course import neo_exercises
+    stub, reference = getattr(neo_exercises, name), EXERCISES[name].reference
+    if inspect.isclass(reference):
+        stub, reference = stub.update, reference.update
+    assert inspect.signature(stub) == inspect.signature(reference)
+    assert check(EXERCISES[name], getattr(neo_exercises, name)).status == "not written"

@@ -30,9 +30,15 @@ _model = None
 def bundled_model():
     global _model
     if _model is None:
+        from ..fast.threads import set_threads
         from ..weights import load
+        # as the commands do: unset, BLAS runs its own threads in the small products and stalls on a busy machine
+        set_threads()
         _model = load(None, fast=False)
     return _model
+
+
+_reference = {}   # sampling or not -> the reference's (loss, text), measured once per process
 
 
 @contextlib.contextmanager
@@ -84,7 +90,9 @@ def measure(model, sampling):
 def in_model(exercise, fn, filename=None):  # -> lines to print
     model = bundled_model()
     sampling = exercise.reference.__module__ == "minineo.text.sampling"
-    reference_loss, reference_text = measure(model, sampling)
+    if sampling not in _reference:
+        _reference[sampling] = measure(model, sampling)
+    reference_loss, reference_text = _reference[sampling]
     try:
         with replaced(exercise.reference, fn):
             loss, text = measure(model, sampling)
