@@ -1,12 +1,13 @@
 """The notebooks as static HTML pages a class can open: executed, with their figures, and an index.
 
-Pages work offline: figures are embedded in the page, MathJax is a local copy beside the pages
-(from the jupyter-server-mathjax package), and require.js, which only widgets need, is left out.
+Pages work offline and from a plain folder: figures are embedded in the page, and nothing is loaded
+from a CDN: require.js (only widgets need it) and MathJax are left out, so formulas show as their TeX
+source. (A local MathJax 2 from jupyter-server-mathjax was tried: it lacks the TeX fonts the notebooks'
+\mathbb needs, and the browser logs the failed font loads as errors.)
 """
 import html
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from unittest import mock
@@ -16,11 +17,7 @@ from ..errors import MinineoError
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT = 600
-REQUIRE_JS = re.compile(r'<script src="[^"]*require\.min\.js"></script>')
-# No web fonts: jupyter-server-mathjax ships only STIX-Web, and browsers refuse web fonts to pages opened as
-# files; MathJax then draws the formulas with the system's fonts, which works offline and from file://.
-MATHJAX_FONTS = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], '
-                 'webFont: null, imageFont: null}});</script>\n<!-- Load mathjax -->')
+CDN_SCRIPTS = re.compile(r'<script src="https://[^"]*"> ?</script>')
 
 
 def default_notebooks():  # the demonstration notebooks, then the exercises
@@ -41,7 +38,6 @@ def build(out, notebooks=None, execute=True, log=print):  # -> [(page path, titl
         import nbformat
         from nbclient import NotebookClient
         from nbconvert import HTMLExporter
-        import jupyter_server_mathjax
     except ImportError as error:
         raise MinineoError(f"building pages needs {error.name}: pip install -e '.[pages]'") from None
     out = Path(out)
@@ -50,9 +46,6 @@ def build(out, notebooks=None, execute=True, log=print):  # -> [(page path, titl
         if not path.is_file():
             raise MinineoError(f"{path}: no such notebook")
     out.mkdir(parents=True, exist_ok=True)
-    mathjax = out / "mathjax"
-    if not (mathjax / "MathJax.js").is_file():
-        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax, dirs_exist_ok=True)
     pages = []
     for path in notebooks:
         start = time.perf_counter()
@@ -66,13 +59,11 @@ def build(out, notebooks=None, execute=True, log=print):  # -> [(page path, titl
         relative = Path(path.parent.name) / path.name if path.parent.name == "exercises" else Path(path.name)
         page = out / relative.with_suffix(".html")
         page.parent.mkdir(parents=True, exist_ok=True)
-        up = os.path.relpath(out, page.parent)
-        exporter = HTMLExporter(template_name="lab", embed_images=True,
-                                mathjax_url=f"{up}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
+        exporter = HTMLExporter(template_name="lab", embed_images=True)
         title = title_of(nb, path)
-        nb.metadata["title"] = title
+        nb.metadata["title"] = title   # the page's <title>
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(path.parent), "name": title}})
-        body = REQUIRE_JS.sub("", body).replace("<!-- Load mathjax -->", MATHJAX_FONTS, 1)
+        body = CDN_SCRIPTS.sub("", body)
         page.write_text(body.replace("<head>", '<head>\n<link rel="icon" href="data:,">', 1), encoding="utf-8")
         pages.append((page, title))
         log(f"{page.relative_to(out)}: {title} ({time.perf_counter() - start:.1f} s)")
