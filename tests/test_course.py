@@ -297,5 +297,9 @@ def test_the_stubs_have_the_references_signatures(name):
     stub, reference = getattr(neo_exercises, name), EXERCISES[name].reference
     if inspect.isclass(reference):
         stub, reference = stub.update, reference.update
-    assert inspect.signature(stub) == inspect.signature(reference)
+    # the same parameters, kinds and defaults; `attend` (how the model passes in its attention) defaults
+    # to minineo's own function there, which a stub cannot name without giving the answer away
+    ours, theirs = inspect.signature(stub).parameters, inspect.signature(reference).parameters
+    assert [(p.name, p.kind) for p in ours.values()] == [(p.name, p.kind) for p in theirs.values()]
+    assert all(ours[n].default == theirs[n].default for n in ours if n != "attend")
     assert check(EXERCISES[name], getattr(neo_exercises, name)).status == "not written"

@@ -3,7 +3,7 @@
 Pages work offline and from a plain folder: figures are embedded in the page, and nothing is loaded
 from a CDN: require.js (only widgets need it) and MathJax are left out, so formulas show as their TeX
 source. (A local MathJax 2 from jupyter-server-mathjax was tried: it lacks the TeX fonts the notebooks'
-\mathbb needs, and the browser logs the failed font loads as errors.)
+blackboard-bold letters need, and the browser logs the failed font loads as errors.)
 """
 import html
 import os

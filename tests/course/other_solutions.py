@@ -55,7 +55,7 @@ def linear(x, w, b=None):
     return np.einsum("...i,oi->...o", x, w) + (0 if b is None else b)
 
 
-def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None):
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None, attend=None):
     q, k, v = (split_heads(linear(x, **p), n_head) for p in (q_proj, k_proj, v_proj))
     k_idx = q_idx
     if cache is not None:
@@ -73,9 +73,9 @@ def feed_forward(x, c_fc, c_proj):
     return linear(gelu_new(linear(x, **c_fc)), **c_proj)
 
 
-def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None):
+def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None, attend=None):
     h = x + self_attention(layer_norm(x, **ln_1, eps=eps), **attn, n_head=n_head, window=window,
-                           q_idx=q_idx, real=real, cache=cache)
+                           q_idx=q_idx, real=real, cache=cache, attend=attend)
     return h + feed_forward(layer_norm(h, **ln_2, eps=eps), **mlp)
 
 
