@@ -4,7 +4,7 @@ texts below, so that the stubs a student sees in a notebook are the stub file's,
     python scripts/make_exercise_notebooks.py        (tests/test_course.py checks the notebooks are up to date)
 """
 import ast
-import json
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,10 +158,12 @@ def notebook(lesson, stubs):
                                          "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def notebooks():  # file name -> notebook JSON text
+def notebooks():  # file name -> notebook JSON text, written as strip_notebooks.py writes a stripped notebook
+    spec = importlib.util.spec_from_file_location("strip_notebooks", Path(__file__).resolve().parent / "strip_notebooks.py")
+    strip_notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strip_notebooks)
     stubs = stub_sources()
-    return {f"{lesson['file']}.ipynb": json.dumps(notebook(lesson, stubs), indent=1, ensure_ascii=False) + "\n"
-            for lesson in LESSONS}
+    return {f"{lesson['file']}.ipynb": strip_notebooks.dumps(notebook(lesson, stubs)) for lesson in LESSONS}
 
 
 if __name__ == "__main__":

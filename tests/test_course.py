@@ -1,6 +1,5 @@
 """The course kit: every exercise passes on minineo's own function and on correct solutions written
 differently, and fails on mistakes as a student writes them, with the mistake named."""
-import json
 import os
 import subprocess
 import sys

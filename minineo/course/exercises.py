@@ -6,14 +6,13 @@ A solution has exactly the reference's signature, so the reference itself is the
 Every case builds fresh float32 inputs from a fixed seed each time it is called.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 from unittest import mock
 
 import numpy as np
 
 from ..model import attention as attention_module
-from ..model import block as block_module
 from ..model import mlp as mlp_module
 from ..model.attention import MASKED, attention, causal_mask, merge_heads, self_attention, softmax, split_heads
 from ..model.block import block
