@@ -227,10 +227,10 @@ def _mask_from_offsets(visible):  # a causal_mask whose rule on offset = q - k i
 
 
 CAUSAL_MASK = Exercise("causal_mask", 3, causal_mask, causal_mask_cases, [
-    Mistake("the window is off by one: a query sees window + 1 keys (offset <= window)",
+    Mistake("has the window off by one: a query sees window + 1 keys (offset <= window)",
             "a query sees exactly `window` keys, itself included: 0 <= q - k < window",
             _mask_from_offsets(lambda o, w: (o >= 0) & (True if w is None else o <= w))),
-    Mistake("the window is off by one: a query sees only window - 1 keys (offset < window - 1)",
+    Mistake("has the window off by one: a query sees only window - 1 keys (offset < window - 1)",
             "a query sees exactly `window` keys, itself included: 0 <= q - k < window",
             _mask_from_offsets(lambda o, w: (o >= 0) & (True if w is None else o < w - 1))),
     Mistake("hides the query's own key (offset > 0)", "a query sees itself: q - k >= 0",
