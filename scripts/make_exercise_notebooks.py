@@ -48,8 +48,9 @@ plt.xlabel("position"); plt.ylabel("position");""",
 x = (rng.standard_normal((200, 64)) * rng.uniform(0.1, 5, (200, 1)) + rng.uniform(-3, 3, (200, 1))).astype(np.float32)
 from minineo.model.layer_norm import layer_norm as reference
 y = reference(x, np.ones(64, np.float32), np.zeros(64, np.float32))
-plt.hist(x.std(axis=1), bins=40, alpha=0.6, label="before: each token's std")
-plt.hist(y.std(axis=1), bins=40, alpha=0.6, label="after layer norm")
+bins = np.linspace(0, 6, 61)
+plt.hist(x.std(axis=1), bins=bins, alpha=0.6, label="before: each token's std")
+plt.hist(y.std(axis=1), bins=bins, alpha=0.6, label="after layer norm: all 1")
 plt.xlabel("standard deviation of one token's features"); plt.legend();""",
          exercises={"layer_norm": "The classic slips: `np.var(ddof=1)` or `torch.var` (unbiased), epsilon outside "
                                   "the square root, a fixed epsilon instead of `eps`, `x -= mean` (changes the "
