@@ -90,10 +90,7 @@ def measure(model, sampling):
 def in_model(exercise, fn, filename=None):  # -> lines to print
     model = bundled_model()
     sampling = exercise.reference.__module__ == "minineo.text.sampling"
-    if sampling not in _reference:
-        _reference[sampling] = measure(model, sampling)
-    reference_loss, reference_text = _reference[sampling]
-    try:
+    try:   # theirs first: a stub or a crash is reported without measuring the reference
         with replaced(exercise.reference, fn):
             loss, text = measure(model, sampling)
     except NotImplementedError:
@@ -101,6 +98,9 @@ def in_model(exercise, fn, filename=None):  # -> lines to print
     except Exception as error:
         message, where = their_line(error, filename)
         return [f"{exercise.name} in the model: it raised {message}", *([f"  at {where}"] if where else [])]
+    if sampling not in _reference:
+        _reference[sampling] = measure(model, sampling)
+    reference_loss, reference_text = _reference[sampling]
     what = f"{NEW_TOKENS} tokens sampled (seed 0, {', '.join(f'{k} {v}' for k, v in SAMPLING.items() if k != 'do_sample')})" \
         if sampling else f"{NEW_TOKENS} greedy tokens"
     lines = [f"{exercise.name} in the bundled model ({Path(model.source).name}), in place of {exercise.where}:",
