@@ -180,7 +180,7 @@ def softmax_cases():
         Case("a fully masked row (every score the most negative float32): expect 1/n each",
              lambda: ((masked_row,),  {})),
         Case("-inf scores next to finite ones: weight 0 there", lambda: ((with_minus_inf,), {})),
-        Case("one row [7], and a non-contiguous [4, 5]", lambda: ((rand(25, 7),), {})),
+        Case("one row [7]", lambda: ((rand(25, 7),), {})),
         Case("a non-contiguous [4, 5]", lambda: ((strided(rand(26, 4, 5, scale=5)),), {})),
     ]
 
