@@ -15,7 +15,7 @@ from ..fast import choices as chosen
 from ..fast.calibrate import measure
 from ..fast.cpu import describe
 from ..fast.threads import physical_cores, set_threads
-from .common import Parser, run_command
+from .common import Parser, positive_int, run_command
 
 
 def parse_args(argv):
@@ -23,6 +23,9 @@ def parse_args(argv):
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default=str(physical_cores()),
                         help=f"thread counts to measure, comma-separated (default {physical_cores()})")
+    parser.add_argument("--megabytes", type=positive_int, metavar="MB",
+                        help="weights to read, in MB (default: twice the L3, at least 256 MiB, at most 1.5 GiB; "
+                             "less than the L3 measures the cache, not the memory)")
     args = parser.parse_args(argv)
     try:
         args.threads = [int(t) for t in args.threads.split(",")]
@@ -37,7 +40,7 @@ def run(args):
     print(describe())
     for threads in args.threads:
         set_threads(threads)
-        choices, measured = measure(threads)
+        choices, measured = measure(threads, args.megabytes and args.megabytes * 10**6)
         chosen.write_cached(threads, choices, measured)
         print(f"{threads} threads: {summary(choices, measured)}")
     print(f"kept in {chosen.cache_path()}")

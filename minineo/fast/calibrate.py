@@ -40,10 +40,10 @@ def timed_passes(candidates, one_pass, passes=PASSES):  # {label: args} -> {labe
     return {label: statistics.median(t[1:]) for label, t in times.items()}
 
 
-def measure(threads):
+def measure(threads, nbytes=None):
     """-> (Choices, what was measured): the fastest way of each kind with `threads` threads (set_threads
-    must have been called with it)."""
-    n = -(-weights_bytes() // (ROWS * COLS * 4))
+    must have been called with it), over about nbytes of weights (default weights_bytes())."""
+    n = -(-(nbytes or weights_bytes()) // (ROWS * COLS * 4))
     fp32 = [np.ones((ROWS, COLS), np.float32) for _ in range(n)]
     x = np.ones((1, COLS), np.float32)
     nbytes = sum(w.nbytes for w in fp32)
