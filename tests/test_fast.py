@@ -189,3 +189,25 @@ def test_fast_load_keeps_freed_memory_in_the_process():
                                      check=True).stdout) for mode in ("default", "fast")}
     print(f"free heap bytes after a 20 MiB temporary: {kept}")
     assert kept["fast"] >= 20 * 2**20 > kept["default"], kept
+
+
+def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
+    # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
+    # must keep exactly those winners (and the best fp32 speed as the ceiling).
+    from minineo.fast import calibrate
+    fastest = {"tiles dot x16": 1.0, 1024: 1.0, "tiles": 1.0}   # every other candidate takes 2 s
+
+    def made_up(candidates, one_pass, passes=calibrate.PASSES):
+        return {label: fastest.get(label, 2.0) for label in candidates}
+    monkeypatch.setattr(calibrate, "timed_passes", made_up)
+    threads.set_threads(2)
+    try:
+        chosen, measured = calibrate.measure(2, nbytes=1)
+    finally:
+        threads.set_threads(None)
+    assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
+                                     prefill="tiles"), chosen
+    one_matrix = calibrate.ROWS * calibrate.COLS * 4
+    assert measured["weights_bytes"] == one_matrix and measured["ceiling_gb_per_s"] == one_matrix / 1e9
+    assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")
+                                                                for k in (1, 4, 16)}
