@@ -43,8 +43,10 @@ def timed_passes(candidates, one_pass, passes=PASSES):  # {label: args} -> {labe
 def measure(threads, nbytes=None):
     """-> (Choices, what was measured): the fastest way of each kind with `threads` threads (set_threads
     must have been called with it), over about nbytes of weights (default weights_bytes())."""
-    n = -(-(nbytes or weights_bytes()) // (ROWS * COLS * 4))
-    fp32 = [np.ones((ROWS, COLS), np.float32) for _ in range(n)]
+    nbytes = nbytes or weights_bytes()
+    n = -(-nbytes // (ROWS * COLS * 4))
+    rows = max(1, min(ROWS, nbytes // (COLS * 4)))      # fewer than 2.7B's only for a small measurement
+    fp32 = [np.ones((rows, COLS), np.float32) for _ in range(n)]
     x = np.ones((1, COLS), np.float32)
     nbytes = sum(w.nbytes for w in fp32)
 
@@ -63,8 +65,8 @@ def measure(threads, nbytes=None):
     best_tiles = decode[max((label for label in gbps if label != "blas"), key=gbps.get)]
 
     # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
-    int8 = [Int8Weight(w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))), np.ones(ROWS * 4 // (1 + 3 * (i % 2)), np.float32))
-            for i, w in enumerate(fp32)]
+    int8 = [Int8Weight(q, np.ones(len(q), np.float32))
+            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
     tiles = {kib: dataclasses.replace(best_tiles, int8_tile_kib=kib) for kib in (128, 256, 512, 1024, 2048, 4096)}
 
