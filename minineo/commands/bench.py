@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import MinineoError
 from ..fast import choices as chosen
+from ..fast.cpu import cache_bytes
 from ..weights.config import PRESETS, Config
 from .common import Parser, run_command
 from .measure_configuration import SEED
@@ -151,8 +152,11 @@ def table(results, info, args):
         lines[0] += f" transformers {torch_versions['transformers']} + torch {torch_versions['torch']} (fp32)."
     ceilings = info["ceilings"]
     some = next(iter(ceilings.values()))["measured"]
+    l3 = cache_bytes()[3]
+    where = ("the L3's size unknown" if l3 is None else f"more than the {l3 / 2**20:g} MiB L3" if some["weights_bytes"] > l3
+             else f"within the {l3 / 2**20:g} MiB L3: a cache's speed, not memory's")
     lines.append(f"Bandwidth ceiling, the fastest fp32 matrix-vector product over {some['weights_bytes'] / 1e9:.2f} GB "
-                 f"of weights (more than the L3): "
+                 f"of weights ({where}): "
                  + ", ".join(f"{c['measured']['ceiling_gb_per_s']:.1f} GB/s with {t} thread{'s' * (t > 1)}"
                              for t, c in ceilings.items())
                  + ". minineo's choices here (minineo/fast/choices.py): "
