@@ -75,10 +75,7 @@ def checkpoint(shape, dtype, cache_dir):
 def child(module, *argv):
     """Run `python -m module argv` in a fresh process -> its stdout; a failure -> MinineoError with the
     last line it wrote to stderr (its `minineo: error: ...`, or the exception line of a traceback)."""
-    root = str(Path(__file__).resolve().parent.parent.parent)   # this minineo, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", module, *argv], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env)
+    done = chosen.run_module(module, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if done.returncode:
         last = ([line for line in done.stderr.splitlines() if line.strip()] or ["(nothing on stderr)"])[-1]
         raise MinineoError(f"exit code {done.returncode}: {last.removeprefix('minineo: error: ')}")

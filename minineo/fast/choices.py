@@ -139,16 +139,19 @@ def read_measured(threads):  # -> what the last calibration measured for this th
         return None
 
 
+def run_module(module, *argv, **options):  # `python -m module argv` with this minineo, installed or not
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env, **options)
+
+
 def calibrate_in_child(threads):
     """Run `python -m minineo.calibrate` in a child process (its ~1 GB of test matrices never count
     in this process's memory) and read what it cached; None if it could not."""
     if sys.stderr.isatty():   # a person waiting is told why; a log or a test's captured output is not
         print(f"minineo: measuring which way of multiplying is fastest on this CPU with {threads} threads "
               f"(once, a few seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
-    root = str(Path(__file__).resolve().parent.parent.parent)   # this minineo, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "minineo.calibrate", "--threads", str(threads)],
-                          stdout=subprocess.DEVNULL, env=env)
+    done = run_module("minineo.calibrate", "--threads", str(threads), stdout=subprocess.DEVNULL)
     choices = read_cached(threads) if done.returncode == 0 else None
     if choices is None and sys.stderr.isatty():
         print(f"minineo: the measurement failed; using the defaults {Choices()}", file=sys.stderr)
