@@ -93,6 +93,18 @@ def test_logits_made_a_few_rows_at_a_time(tiny, monkeypatch):
     assert_same_perplexity(score_tokens(ours, ids, 32, 10), guide_perplexity(ref, ids, 32, 10), "3 rows at a time")
 
 
+@pytest.mark.parametrize("loss", [math.nan, math.inf])
+def test_a_non_finite_window_stops_with_its_name(tiny, monkeypatch, loss):
+    # never averaged into the result: the third of the windows (begin 16, end 48) is named
+    ours, _ = tiny
+    real = perplexity_module.window_nll
+    monkeypatch.setattr(perplexity_module, "window_nll",
+                        lambda model, ids, begin, end, first: loss if begin == 16 else real(model, ids, begin, end, first))
+    ids = np.random.default_rng(2).integers(0, 300, 60)
+    with pytest.raises(MinineoError, match=r"window 3 of 5 \(tokens 16\.\.47\): the model computed NaN or inf values"):
+        score_tokens(ours, ids, 32, 8)
+
+
 def test_each_token_after_the_first_scored_once():
     for n in (2, 5, 31, 64, 65, 100):
         for context in (2, 3, 16, 64):
@@ -120,7 +132,7 @@ def test_text_through_the_tokenizer(tmp_path):
             "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.")
     ids = model.tokenizer.encode(text)
     assert len(ids) > 20
-    ppl = minineo.perplexity(model, text, context=16, stride=5)
+    ppl = minineo.text_perplexity(model, text, context=16, stride=5)
     nll, tokens = guide_perplexity(ref, ids, 16, 5)
     print(f"text: perplexity {ppl:.6f} vs transformers {math.exp(nll / tokens):.6f}")
     assert isinstance(ppl, float) and abs(ppl / math.exp(nll / tokens) - 1) <= RELATIVE
@@ -152,7 +164,7 @@ def test_bad_input(tiny, kwargs, message):
     ours, _ = tiny
     text = kwargs.pop("text", "hello there")
     with pytest.raises(MinineoError) as error:
-        minineo.perplexity(ours, text, **kwargs)
+        minineo.text_perplexity(ours, text, **kwargs)
     assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
@@ -191,7 +203,7 @@ def test_cli_prints_perplexity_tokens_and_time(text_model, text_file):
 def test_cli_int8_and_default_window(text_model, text_file):
     rc, out, err = run_cli(text_file, "-m", text_model, "--int8")
     assert rc == 0, err
-    fp32 = minineo.perplexity(minineo.load(text_model), text_file.read_text())
+    fp32 = minineo.text_perplexity(minineo.load(text_model), text_file.read_text())
     int8 = float(out.split()[1])
     print(f"int8 {int8:.4f} vs float32 {fp32:.4f}")
     assert int8 == pytest.approx(fp32, rel=0.02) and "context 32, stride 8" in out

@@ -8,6 +8,7 @@
     calibrate.py  the measurement behind choices.py (python -m minineo.calibrate)
     cpu.py        the CPU's name, cores and caches
     memory.py     malloc settings that keep freed memory for the next step's temporaries
+    banded.py     attention a block of queries at a time, over only the keys in view (local layers)
 
 `tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
 unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the
