@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from ..errors import MinineoError
-from . import choices as chosen
+from .choices import PREFILL_ROWS
 from .tiled import TiledWeight, multiply
 
 # Prefill (many rows of x) reuses each converted tile M times, so the cache matters less than
@@ -61,7 +61,7 @@ class Int8Weight(TiledWeight):
     def tile_rows(self, m, threads, choices):
         """Rows of q converted at once, for M rows of x: the measured tile for few rows, and never so
         few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""
-        if m >= chosen.PREFILL_ROWS:
+        if m >= PREFILL_ROWS:
             return PREFILL_TILE_ROWS
         rows = max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1]))
         return min(rows, super().tile_rows(m, threads, choices))

@@ -11,7 +11,7 @@ Shapes: M = rows of x (tokens, or batch x tokens), n_in = in_features, n_out = o
 """
 import numpy as np
 
-from . import choices as chosen
+from .choices import PREFILL_ROWS, current
 from .threads import blas_threads, get_threads, parallel_for, threads_for
 
 
@@ -51,7 +51,7 @@ class TiledWeight:
         return self.w[rows]
 
     def matmul_t(self, x, choices=None):  # x @ w.T: [..., n_in] -> [..., n_out]
-        choices = choices or chosen.current()
+        choices = choices or current()
         n_out, n_in = self.shape
         x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)   # [M, n_in]
         if self.whole_by_blas(len(x2), choices):
@@ -72,7 +72,7 @@ class TiledWeight:
         return y.reshape(*np.shape(x)[:-1], n_out)
 
     def whole_by_blas(self, m, choices):
-        return (choices.prefill if m >= chosen.PREFILL_ROWS else choices.decode) == "blas"
+        return (choices.prefill if m >= PREFILL_ROWS else choices.decode) == "blas"
 
     def tile_rows(self, m, threads, choices):  # rows of w per tile
         return self.shape[0] if threads == 1 else -(-self.shape[0] // (choices.tiles_per_thread * threads))
