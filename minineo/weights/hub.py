@@ -4,7 +4,10 @@ from pathlib import Path
 
 from ..errors import MinineoError
 
-BUNDLED = Path(__file__).parent.parent / "data" / "neo-shakespeare"
+DATA = Path(__file__).parent.parent / "data"
+BUNDLED = DATA / "neo-shakespeare"
+# The models that ship with minineo, by name: the default one, and notebook 3's, which copies (see their MODEL_CARD.md).
+BUNDLED_BY_NAME = {"neo-shakespeare": BUNDLED, "neo-copying": DATA / "neo-copying"}
 RELEASES = {"125M": "EleutherAI/gpt-neo-125m", "1.3B": "EleutherAI/gpt-neo-1.3B", "2.7B": "EleutherAI/gpt-neo-2.7B"}
 # Only what minineo reads: never the TensorFlow, Flax or Rust copies of the weights, and the PyTorch
 # copies only when a repository has no safetensors (many fine-tunes and the TinyStories models).
@@ -21,6 +24,8 @@ def resolve(name=None):
     path = Path(name).expanduser()
     if path.is_dir():
         return path
+    if str(name) in BUNDLED_BY_NAME:
+        return BUNDLED_BY_NAME[str(name)]
     name = RELEASES.get(str(name).upper(), str(name))
     if path.exists():
         raise MinineoError(f"{path}: is a file; pass the model directory that holds config.json")
