@@ -77,12 +77,12 @@ def _name(context, continuation):  # a request in an error message; a rolling wi
 class MinineoLM(TemplateLM):
     def __init__(self, pretrained=None, int8=False, threads=None, batch_size=8, max_length=None, ray=None,
                  device=None, max_batch_size=None, **unknown):
+        # device and max_batch_size: what lm-eval passes every backend; minineo runs on the CPU and
+        # batches by batch_size alone, so both are accepted and have no effect (lm-eval's CLI says cuda:0).
         super().__init__()
         if unknown:
             raise MinineoError(f"unknown model argument{'s' * (len(unknown) > 1)} {', '.join(sorted(unknown))}; "
                                "minineo takes pretrained, int8, threads, batch_size, max_length, ray")
-        if device not in (None, "cpu"):
-            raise MinineoError(f"model argument device: minineo runs on the CPU, got {device!r}")
         self.int8 = _flag("int8", int8)
         self.threads = None if threads is None else _count("threads", threads, None)
         self.batch = _count("batch_size", batch_size, 8)
