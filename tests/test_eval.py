@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("lm_eval")
@@ -67,7 +68,7 @@ def test_cli_tasks_include_path_output_json(include_dir, checkpoint, tmp_path, c
     from minineo.text.harness import MinineoLM
     lm, right = MinineoLM(pretrained=str(checkpoint)), 0
     for doc in CHOICES:
-        scores = [lm.loglikelihood([type("R", (), {"args": (doc["question"], " " + c)})()], disable_tqdm=True)[0][0]
+        scores = [lm.loglikelihood([Request(doc["question"], " " + c)], disable_tqdm=True)[0][0]
                   for c in doc["choices"]]
         right += scores.index(max(scores)) == doc["answer"]
     print(f"acc {acc}, by hand {right}/{len(CHOICES)}")
@@ -84,8 +85,7 @@ def test_cli_classic_wikitext_on_a_local_file(tmp_path, capsys):
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
     from minineo.text.harness import MinineoLM
     lm = MinineoLM()
-    lls = lm.loglikelihood_rolling([type("R", (), {"args": (wikitext_detokenizer({"page": p}),)})() for p in PAGES],
-                                   disable_tqdm=True)
+    lls = lm.loglikelihood_rolling([Request(wikitext_detokenizer({"page": p})) for p in PAGES], disable_tqdm=True)
     words, size = sum(len(re.split(r"\s+", p)) for p in PAGES), sum(len(p.encode()) for p in PAGES)
     tokens = sum(len(lm.tok_encode(wikitext_detokenizer({"page": p}))) for p in PAGES)
     assert tokens > lm.max_length   # the first page needs two rolling windows
@@ -200,3 +200,27 @@ def test_python_dash_m_minineo_eval(tmp_path):
                           "--int8", "--threads", "1"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "lambada_openai" in run.stdout and "acc" in run.stdout and "Traceback" not in run.stderr
+
+
+def test_a_nan_log_likelihood_stops_with_the_request_named(numpy_checkpoint):
+    from minineo.text.harness import MinineoLM
+    from conftest import rewrite_tensors
+    directory = numpy_checkpoint(seed=1, vocab_size=50257, eos_token_id=50256)   # GPT-2's tokens
+
+    def poison(tensors):   # one NaN in the final layer norm: every log-likelihood becomes NaN
+        name = next(n for n in tensors if "ln_f" in n)
+        tensors[name] = tensors[name].copy()
+        tensors[name].flat[0] = np.nan
+        return tensors
+    rewrite_tensors(directory, poison)
+    lm = MinineoLM(pretrained=str(directory))
+    with pytest.raises(minineo.MinineoError, match=r"request 'Thou art' \+ ' a villain': the log-likelihood is "
+                                                   r"nan \(.*its weight ln_f\.\w+ holds NaN or inf"):
+        lm.loglikelihood([Request("Thou art", " a villain")], disable_tqdm=True)
+    with pytest.raises(minineo.MinineoError, match=r"document 'O Romeo, Romeo': the log-likelihood is nan"):
+        lm.loglikelihood_rolling([Request("O Romeo, Romeo")], disable_tqdm=True)
+
+
+class Request:   # what lm-eval's Instance gives a backend: .args
+    def __init__(self, *args):
+        self.args = args

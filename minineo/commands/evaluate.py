@@ -29,7 +29,7 @@ def _import_lm_eval():
         import lm_eval  # noqa: F401
     except ImportError:
         raise MinineoError('python -m minineo.eval runs lm-evaluation-harness: pip install "lm-eval>=0.4,<0.5" '
-                           "(or pip install 'minineo[lm-eval]')") from None
+                           "(or pip install 'minineo[eval]')") from None
     logging.getLogger("lm_eval").setLevel(logging.ERROR)   # its warnings about our local task files
     from ..text import harness   # noqa: F401  (registers the backend)
 
