@@ -34,10 +34,9 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-import minineo
-
 from ..errors import MinineoError
 from ..fast.threads import get_threads, set_threads
+from ..weights import load
 
 IN_FLIGHT = 2   # calls queued at each actor: it starts the next job while its result travels
 
@@ -82,7 +81,7 @@ class Worker:
 
     def __init__(self, model, int8, threads):
         set_threads(threads)
-        self.model = minineo.load(model, int8=int8)
+        self.model = load(model, int8=int8)
 
     def ready(self):
         return True

@@ -34,10 +34,10 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
-import minineo
-
 from ..errors import MinineoError, is_int
 from ..fast.threads import set_threads
+from ..model import GPTNeo
+from ..weights import load
 from .scoring import generate_greedy, score, score_batch
 
 MAX_GEN_TOKS = 256   # HFLM's default when a task gives no max_gen_toks
@@ -87,10 +87,10 @@ class MinineoLM(TemplateLM):
         self.threads = None if threads is None else _count("threads", threads, None)
         self.batch = _count("batch_size", batch_size, 8)
         set_threads(self.threads)
-        if isinstance(pretrained, minineo.GPTNeo):
+        if isinstance(pretrained, GPTNeo):
             self.model = pretrained
         else:   # with Ray, this process only tokenizes: the actors load (and quantize) the weights
-            self.model = minineo.load(pretrained, int8=self.int8 and ray is None)
+            self.model = load(pretrained, int8=self.int8 and ray is None)
         self.pretrained = self.model.source
         limit = self.model.config.max_position_embeddings
         self.max_length = _count("max_length", max_length, limit)
