@@ -224,3 +224,23 @@ def test_a_nan_log_likelihood_stops_with_the_request_named(numpy_checkpoint):
 class Request:   # what lm-eval's Instance gives a backend: .args
     def __init__(self, *args):
         self.args = args
+
+
+@pytest.mark.parametrize("model_args, message", [
+    ("batch_size=x", "model argument batch_size: expected an integer >= 1, got 'x'"),
+    ("threads=0", "model argument threads: expected an integer >= 1, got 0"),
+    ("int8=maybe", "model argument int8: expected true or false, got 'maybe'"),
+    ("max_length=100000", "model argument max_length: 100000 is more than the model's max_position_embeddings"),
+    ("temperature=1", "unknown model argument temperature; minineo takes pretrained, int8"),
+])
+def test_bad_model_arguments_are_one_clear_error(model_args, message):
+    from minineo.text.harness import MinineoLM
+    with pytest.raises(minineo.MinineoError, match=re.escape(message)):
+        MinineoLM.create_from_arg_string(model_args)
+
+
+def test_model_arguments_from_a_string(checkpoint):
+    from minineo.text.harness import MinineoLM
+    lm = MinineoLM.create_from_arg_string(f"pretrained={checkpoint},int8=true,threads=1,batch_size=3,max_length=32")
+    assert (lm.pretrained, lm.int8, lm.threads, lm.batch, lm.max_length) == (str(checkpoint), True, 1, 3, 32)
+    assert type(lm.model.params["blocks"][0]["mlp"]["c_fc"]["w"]).__name__ == "Int8Weight"

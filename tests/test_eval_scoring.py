@@ -27,6 +27,9 @@ def test_split_and_plan():
     groups = dict(batches[0])
     assert sorted(i for i, _, _ in groups[(1, 2)]) == [0, 1, 3] and [i for i, _, _ in groups[(9,)]] == [2]
     assert [len(b) for b in plan(requests, 16, batch_size=1)] == [1, 1]
+    # two long windows: more padded tokens together than BATCH_TOKENS, so a batch each
+    windows = [([1], list(range(2, 1200))), ([2], list(range(3, 1200)))]
+    assert len(plan(windows, 2048, batch_size=8)) == 2 and len(plan(windows[:1] * 2, 2048, 8)) == 1
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])

@@ -51,16 +51,12 @@ def _flag(name, value):  # "true" / True -> True, as lm-eval's argument strings 
     raise MinineoError(f"model argument {name}: expected true or false, got {value!r}")
 
 
-def _count(name, value, default):  # None / "auto" -> default; else an integer >= 1
+def _count(name, value, default):  # None / "auto" -> default; else an integer >= 1 (or its digits)
     if value is None or value == "auto":
         return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if not number >= 1 or (not is_int(value) and str(value) != str(number)):
+    if not (is_int(value) or (isinstance(value, str) and value.isdigit())) or int(value) < 1:
         raise MinineoError(f"model argument {name}: expected an integer >= 1, got {value!r}")
-    return number
+    return int(value)
 
 
 def _quote(text, n=60):  # a request's text, short, for an error message
@@ -84,7 +80,7 @@ class MinineoLM(TemplateLM):
             raise MinineoError(f"unknown model argument{'s' * (len(unknown) > 1)} {', '.join(sorted(unknown))}; "
                                "minineo takes pretrained, int8, threads, batch_size, max_length, ray")
         self.int8 = _flag("int8", int8)
-        self.threads = None if threads is None else _count("threads", threads, None)
+        self.threads = _count("threads", threads, None)
         self.batch = _count("batch_size", batch_size, 8)
         set_threads(self.threads)
         if isinstance(pretrained, GPTNeo):
@@ -140,18 +136,15 @@ class MinineoLM(TemplateLM):
         results = score(self.model, pairs, self.batch, self.max_length, run=run)
         bar.close()
         for ((context, continuation), _, _), answer in zip(requests, results):
-            if not math.isfinite(answer[0]):
-                raise MinineoError(f"{_name(context, continuation)}: the log-likelihood is {answer[0]} "
-                                   f"({self._why_not_finite()})")
+            if not math.isfinite(answer[0]):   # the model's own check says why: a bad weight, or an overflow
+                try:
+                    self.model.check_finite(answer[0])
+                except MinineoError as e:
+                    raise MinineoError(f"{_name(context, continuation)}: the log-likelihood is {answer[0]} ({e})") \
+                        from None
             if context is not None:   # a rolling window (no context string): cached per document, below
                 self.cache_hook.add_partial("loglikelihood", (context, continuation), answer)
         return results
-
-    def _why_not_finite(self):
-        try:
-            self.model.check_finite([math.nan])
-        except MinineoError as e:
-            return str(e)
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
         windows, owner = [], []

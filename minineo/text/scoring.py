@@ -21,7 +21,7 @@ suffixes are run from that cache, all of a group's endings as one batch. HFLM ru
 whole, so it computes each context as many times as it has endings.
 
 Batches: groups sorted by length, longest first (as lm-eval does), up to `batch_size` groups and
-BATCH_TOKENS prefix tokens at a time. Prefixes are left-padded, so that every ending follows its
+BATCH_TOKENS padded tokens at a time. Prefixes are left-padded, so that every ending follows its
 prefix's last real token directly (a local attention layer counts its window in sequence indices);
 suffixes are right-padded (padding after a token cannot change it). Which groups share a batch is
 fixed by the requests alone (plan()), so a batch gives the same floats on any machine that computes
@@ -34,7 +34,10 @@ import numpy as np
 
 from .perplexity import LOGIT_ROWS, token_nll
 
-BATCH_TOKENS = 2048   # prefix tokens per batch (one longer prefix runs alone): [G, P, d] stays small
+# Padded tokens per batch, prefixes and suffixes together (a longer group runs alone): the activations
+# and a global layer's [rows, heads, T, T] scores stay small, and a batch of long windows would gain
+# nothing (minineo/text/perplexity.py measured stacked 256-token windows 10-25% slower).
+BATCH_TOKENS = 2048
 
 
 def split(context, continuation, max_length):  # -> (prefix, suffix) token tuples: what the model reads
@@ -56,7 +59,8 @@ def plan(requests, max_length, batch_size):
         with_it = batch + [group]   # the padded prefix and suffix lengths if it joins: together within the model's
         P = max(len(prefix) for prefix, _ in with_it)
         S = max(len(suffix) for _, endings in with_it for _, suffix, _ in endings)
-        if batch and (len(batch) == batch_size or len(with_it) * P > BATCH_TOKENS or P + S > max_length):
+        tokens = len(with_it) * P + sum(len(endings) for _, endings in with_it) * S   # padded, both passes
+        if batch and (len(batch) == batch_size or tokens > BATCH_TOKENS or P + S > max_length):
             batches.append(batch)
             batch = []
         batch.append(group)
