@@ -127,6 +127,21 @@ def test_card_lists_ten_columns_and_runs_what_it_can(tmp_path, capsys, monkeypat
     assert "card: none (not a released GPT-Neo shape)" in printed
 
 
+def test_card_table_prints_the_cards_numbers_for_a_released_shape():
+    from minineo.commands.evaluate import card_table
+    from minineo.text.tasks import released_name
+    from minineo.weights.config import Config
+    config = Config(vocab_size=50257, hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192,
+                    window_size=256, attention_layers=("global", "local") * 12, max_position_embeddings=2048)
+    name = released_name(config)
+    table = card_table({"piqa": {"acc,none": 0.5}}, {"hellaswag": "hellaswag: data set ... missing"}, name, 10)
+    print(table)
+    assert name == "GPT-Neo 1.3B"
+    assert any(line.split()[0] == "PIQA" and line.split()[-2:] == ["50.00%", "71.11%"] for line in table.splitlines())
+    assert any(line.startswith("Pile BPB") and line.split()[-2:] == ["-", "0.7527"] for line in table.splitlines())
+    assert "first 10 documents" in table and table.endswith("hellaswag: data set ... missing")
+
+
 def test_card_numbers_are_the_cards():
     # A few figures as the cards print them, against a slip in the table's order.
     assert PUBLISHED["GPT-Neo 2.7B"][:3] == (0.7165, 5.646, 11.39)
