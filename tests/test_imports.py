@@ -9,7 +9,7 @@ import minineo
 PACKAGE = Path(minineo.__file__).parent
 
 
-def modules():  # {"minineo.text.evaluate": Path, ...}; a package is its __init__.py
+def modules():  # {"minineo.text.harness": Path, ...}; a package is its __init__.py
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = ["minineo", *path.relative_to(PACKAGE).with_suffix("").parts]
