@@ -9,7 +9,7 @@ import minineo
 PACKAGE = Path(minineo.__file__).parent
 
 
-def modules():  # {"minineo.text.evaluate": Path, ...}; a package is its __init__.py
+def modules():  # {"minineo.text.harness": Path, ...}; a package is its __init__.py
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = ["minineo", *path.relative_to(PACKAGE).with_suffix("").parts]
@@ -90,7 +90,7 @@ def test_the_cycle_finder_finds_a_cycle():   # so that the test above can fail
 def test_the_graph_sees_relative_and_lazy_imports():
     edges = graph()
     assert "minineo.errors" in edges["minineo.model.gpt_neo"]          # from ..errors import
-    assert "minineo.text.distributed" in edges["minineo.text.evaluate"]   # an import inside a function
+    assert "minineo.text.distributed" in edges["minineo.text.harness"]    # an import inside a function
     assert "minineo.model.gpt_neo" in edges["minineo.model"]           # a package's __init__
 
 
