@@ -116,17 +116,18 @@ def lm_head_backward(d_logits, h, wte):  # [..., V], [..., d], [V, d] -> d_h [..
 
 
 def cross_entropy(logits, targets):  # [N, V], [N] -> [N] each token's -log p(target), and p [N, V]
+    # [N, V] arrays are the biggest of a step (50,257 columns), so p is computed in the memory of `shifted`.
     shifted = logits - logits.max(axis=-1, keepdims=True)   # exp cannot overflow
-    e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
-    losses = np.log(total[:, 0]) - shifted[np.arange(len(targets)), targets]
-    return losses, e / total
+    target = shifted[np.arange(len(targets)), targets]
+    p = np.exp(shifted, out=shifted)
+    total = p.sum(axis=-1, keepdims=True)
+    p /= total
+    return np.log(total[:, 0]) - target, p
 
 
-def cross_entropy_backward(probs, targets):  # [N, V], [N] -> [N, V]: the gradient of the summed losses
-    d_logits = probs.copy()
-    d_logits[np.arange(len(targets)), targets] -= 1   # d(-log p_t)/d logit_j = p_j - [j == t]
-    return d_logits
+def cross_entropy_backward(p, targets):  # [N, V], [N] -> [N, V]: the gradient of the summed losses, in p's memory
+    p[np.arange(len(targets)), targets] -= 1   # d(-log p_t)/d logit_j = p_j - [j == t]
+    return p
 
 
 def _sum_rows(x):  # [..., d] -> [d]

@@ -25,9 +25,20 @@ def head_and_loss(h, targets, wte, rows=HEAD_ROWS):  # [N, d], [N], [V, d] -> me
         part = slice(start, start + rows)
         losses, probs = cross_entropy(lm_head(h[part], wte), targets[part])
         total += float(losses.sum(dtype=np.float64))
-        d_h[part], d_w = lm_head_backward(cross_entropy_backward(probs, targets[part]) / n, h[part], wte)
+        d_h[part], d_w = lm_head_backward(cross_entropy_backward(probs, targets[part]), h[part], wte)
         d_wte += d_w
+    # The loss is a mean: its gradient is the summed losses' over n, divided here on the small arrays.
+    d_h /= n
+    d_wte /= n
     return total / n, d_h, d_wte
+
+
+def mean_loss(model, ids):  # ids [B, T] -> the loss alone, as loss_and_grads computes it, with no backward
+    h = model.forward(check_batch(ids, model.config))[:, :-1]   # [B, T - 1, d]
+    targets = ids[:, 1:].reshape(-1)
+    h = h.reshape(len(targets), -1)
+    return sum(float(cross_entropy(lm_head(h[i:i + HEAD_ROWS], model.params["wte"]), targets[i:i + HEAD_ROWS])[0]
+                     .sum(dtype=np.float64)) for i in range(0, len(targets), HEAD_ROWS)) / len(targets)
 
 
 def layer_masks(config, T):  # -> one [T, T] bool mask per layer: causal, and windowed in a local layer
@@ -66,7 +77,8 @@ def loss_and_param_grads(params, config, ids):  # ids [B, T] -> loss, grads nest
         d_x, layer_grads = block_backward(d_x, keep, **layer, n_head=n_head, eps=eps)
         block_grads.append(layer_grads)
     d_wte, d_wpe = embed_backward(d_x, ids, positions, params["wte"], params["wpe"])
-    grads = {"wte": d_wte + d_wte_head, "wpe": d_wpe, "blocks": block_grads[::-1], "ln_f": {"g": d_g, "b": d_b}}
+    d_wte += d_wte_head   # the tied head's gradient and the embedding's add up
+    grads = {"wte": d_wte, "wpe": d_wpe, "blocks": block_grads[::-1], "ln_f": {"g": d_g, "b": d_b}}
     return loss, grads
 
 
