@@ -80,7 +80,7 @@ def trainable(model):  # a loaded model -> the same model with writable float32 
 # ---- data ----
 
 def split_tokens(tokens, context, heldout_fraction=0.1):  # [n] -> train [n1], held-out [n2]
-    # The end of the text is held out; both parts need a window of context + 0 tokens at least.
+    # The last tenth of the text is held out, and at least one window of it.
     n_heldout = max(context, int(len(tokens) * heldout_fraction))
     return tokens[:-n_heldout], tokens[-n_heldout:]
 
