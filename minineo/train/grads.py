@@ -14,8 +14,9 @@ from .backward import (block_backward, block_forward, cross_entropy, cross_entro
                        layer_norm_backward, lm_head_backward)
 
 # Tokens whose logits are made at once: [4096, 50257] float32 logits are 0.8 GB, so the head and the
-# loss go a block of rows at a time and only a block's logits, probabilities and gradient exist at once.
-HEAD_ROWS = 512
+# loss go a block of rows at a time. 128 rows of GPT-2's vocabulary are 25 MB, under the 32 MiB up to
+# which minineo.fast.memory keeps freed blocks in the process: the next block reuses them, no page faults.
+HEAD_ROWS = 128
 
 
 def head_and_loss(h, targets, wte, rows=HEAD_ROWS):  # [N, d], [N], [V, d] -> mean loss, d_h [N, d], d_wte [V, d]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MinineoError
+from ..fast.memory import keep_freed_memory
 from ..model import GPTNeo
 from ..weights import load
 from ..weights.config import Config, config_to_dict
@@ -207,6 +208,7 @@ def train(model, train_tokens, heldout_tokens, settings, directory, resume=None,
     """Train `model` (its weights change in place) for settings.steps optimizer steps; -> the curve,
     a list of {"step", "loss", "lr"[, "heldout"]}. resume: the state read_checkpoint returned."""
     directory = Path(directory)
+    keep_freed_memory()   # every step allocates the same arrays again: keep them in the process
     weights = hub_named(model.params)
     optimizer = AdamW(weights, settings.betas, weight_decay=settings.weight_decay,
                       decayed=[n for n, w in weights.items() if w.ndim == 2])
