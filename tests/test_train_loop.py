@@ -17,6 +17,7 @@ from minineo.commands.train import main
 from minineo.errors import MinineoError
 from minineo.train.grads import hub_named
 from minineo.train.loop import STATE, Settings, model_config, new_model, read_checkpoint, step_grads, train
+from minineo.train import bench
 from minineo.train.optim import AdamW, clip_by_global_norm, learning_rate
 from minineo.weights.tokenizer import GPT2_BPE, Tokenizer
 
@@ -207,3 +208,13 @@ def test_bad_input_is_one_line(flags, message, tmp_path, capsys):
     print(err)
     assert code == 1 and err.count("\n") == 1 and err.startswith("minineo: error: ") and message in err
     assert (tmp_path / "existing" / "notes.txt").read_text() == "mine"
+
+
+def test_the_bench_times_a_step_and_says_where_it_goes():
+    seconds, memory, parts = bench.minineo_steps((2, 16, 2, 4, 16, 2), threads=1, steps=2)
+    print(f"{seconds * 1000:.1f} ms/step, step memory {memory / 2**20:.1f} MiB, parts {parts}")
+    assert seconds > 0 and set(parts) >= {"LM head + cross-entropy (both ways)", "blocks forward", "blocks backward",
+                                          "AdamW"}
+    assert bench.parse_shape("2,16,2,4,16,2") == (2, 16, 2, 4, 16, 2)
+    with pytest.raises(MinineoError, match="six integers"):
+        bench.parse_shape("2,16")
