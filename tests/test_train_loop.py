@@ -184,16 +184,18 @@ def test_fine_tuning_from_a_model_and_ctrl_c_in_the_command(tmp_path):
     assert json.loads((out / STATE).read_text())["step"] == step + 2
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--data", "missing.txt"], "missing.txt: no such file or directory"),
-    (["--data", "{empty}"], "the file is empty: nothing to train on"),
-    (["--data", "{short}", *TINY_FLAGS], "tokens, shorter than the 64 needed for --context 32"),
-    (["--data", "{play}", "--out", "{existing}"], "exists and is not empty; use --force"),
-    (["--data", "{play}", "--window", "100"], "--window 100 is larger than --context 64"),
-    (["--data", "{play}", "--heads", "5"], "--heads 5 does not divide --hidden-size 64"),
-    (["--data", "{play}", "--resume"], "nothing to resume"),
+@pytest.mark.parametrize("flags, code, message", [
+    (["--data", "missing.txt"], 1, "missing.txt: no such file or directory"),
+    (["--data", "{empty}"], 1, "the file is empty: nothing to train on"),
+    (["--data", "{short}", *TINY_FLAGS], 1, "tokens, shorter than the 64 needed for --context 32"),
+    (["--data", "{play}", "--out", "{existing}"], 1, "exists and is not empty; use --force"),
+    (["--data", "{play}", "--out", "{short}"], 1, "exists and is not a directory"),
+    (["--data", "{play}", "--window", "100"], 2, "--window 100 is larger than --context 64"),
+    (["--data", "{play}", "--heads", "5"], 2, "--heads 5 does not divide --hidden-size 64"),
+    (["--data", "{play}", "--init-from", "{existing}", "--layers", "3"], 2, "--layers: the model's shape comes from"),
+    (["--data", "{play}", "--resume"], 1, "nothing to resume"),
 ])
-def test_bad_input_is_one_line(flags, message, tmp_path, capsys):
+def test_bad_input_is_one_line(flags, code, message, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text(" \n")
     (tmp_path / "short.txt").write_text("To be, or not to be.")
     (tmp_path / "existing").mkdir()
@@ -203,10 +205,10 @@ def test_bad_input_is_one_line(flags, message, tmp_path, capsys):
     flags = [f.format(**paths) if f.startswith("{") else f for f in flags]
     if "--out" not in flags:
         flags += ["--out", str(tmp_path / "out")]
-    code = main(flags)
+    returned = main(flags)
     err = capsys.readouterr().err
     print(err)
-    assert code == 1 and err.count("\n") == 1 and err.startswith("minineo: error: ") and message in err
+    assert returned == code and err.count("\n") == 1 and err.startswith("minineo: error: ") and message in err
     assert (tmp_path / "existing" / "notes.txt").read_text() == "mine"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ..errors import MinineoError
+from ..errors import MinineoError, UsageError
 from ..fast.threads import physical_cores
 from ..train.grads import hub_named
 from ..train.loop import Settings, copy_tokenizer, model_config, new_model, read_checkpoint, split_tokens, train, trainable
@@ -43,12 +43,14 @@ def starting_model(args):  # -> (model, settings, resume state or None)
     if args.resume:
         model, settings, state = read_checkpoint(out)
         return model, replace(settings, steps=args.steps or settings.steps), state
+    if out.exists() and not out.is_dir():
+        raise MinineoError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise MinineoError(f"{out}: exists and is not empty; use --force to write into it, or --resume to continue it")
     if args.init_from is not None:
         given = [f"--{flag.replace('_', '-')}" for flag in SHAPE_FLAGS if getattr(args, flag) is not None]
         if given:
-            raise MinineoError(f"{' '.join(given)}: the model's shape comes from --init-from {args.init_from}")
+            raise UsageError(f"{' '.join(given)}: the model's shape comes from --init-from {args.init_from}")
         model = trainable(load(args.init_from, fast=False))
         if args.context > model.config.max_position_embeddings:
             raise MinineoError(f"--context {args.context} is longer than {args.init_from}'s "
@@ -56,9 +58,9 @@ def starting_model(args):  # -> (model, settings, resume state or None)
         return model, settings_from(args), None
     layers, width, heads, window = (getattr(args, f) or d for f, d in zip(SHAPE_FLAGS, (2, 64, 4, 16)))
     if width % heads:
-        raise MinineoError(f"--heads {heads} does not divide --hidden-size {width}: each head gets an equal share")
+        raise UsageError(f"--heads {heads} does not divide --hidden-size {width}: each head gets an equal share")
     if window > args.context:
-        raise MinineoError(f"--window {window} is larger than --context {args.context}: a local layer would "
+        raise UsageError(f"--window {window} is larger than --context {args.context}: a local layer would "
                            "see every token, as a global one does")
     tokenizer = Tokenizer.from_dir(GPT2_BPE)
     config = model_config(tokenizer.vocab_size, layers, width, heads, window, args.context, tokenizer.eos_token_id)
@@ -77,7 +79,8 @@ def run(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(model, out)
-    print(f"training {sum(w.size for w in hub_named(model.params).values()) / 1e6:.2f} M weights on {len(train_tokens)} tokens "
+    weights = sum(w.size for w in hub_named(model.params).values())
+    print(f"training {weights / 1e6:.2f} M weights on {len(train_tokens)} tokens "
           f"({len(heldout_tokens)} held out), {settings.steps} steps of {settings.batch_size * settings.accumulate}"
           f" x {settings.context} tokens", file=sys.stderr)
     progress, close = progress_bar("step")
