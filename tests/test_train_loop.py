@@ -128,7 +128,7 @@ def test_nan_stops_naming_the_step_and_weight_and_keeps_the_last_checkpoint(tmp_
         if line.startswith("step 3 loss"):
             hub_named(model.params)[bad][0, 0] = np.inf
     with pytest.raises(MinineoError) as error:
-        train(model, tokens(), tokens(200), replace(SETTINGS, save_every=2), tmp_path, log=log)
+        train(model, tokens(), tokens(200), replace(SETTINGS, save_every=2, eval_every=100), tmp_path, log=log)
     print(error.value)
     assert str(error.value).startswith(f"step 4: the loss is nan: the weight {bad} holds NaN or inf")
     assert f"last good checkpoint (step 2) is in {tmp_path}" in str(error.value)
