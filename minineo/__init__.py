@@ -4,6 +4,7 @@
     fast/      the same products, faster: threaded tiles, int8 weights, thread control
     weights/   getting a model in: Hub names and downloads, config.json, safetensors, tokenizer, int8 copies
     text/      using it: sampling, generation, streaming, the transformers-style pipeline, perplexity
+    train/     training in NumPy: the backward of every layer, AdamW, the loop (python -m minineo.train)
     commands/  the command lines (python -m minineo, .perplexity, .quantize, .bench, .eval)
 """
 from .errors import MinineoError

@@ -1,0 +1,4 @@
+"""python -m minineo.train --data FILE.txt --out DIR: see minineo/commands/train.py."""
+from ..commands.train import main
+
+raise SystemExit(main())
