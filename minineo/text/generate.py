@@ -9,6 +9,7 @@ Four layers, each built on the one before:
     generate(model, prompt(s), ...)                  the new text
 Every setting means what it means in transformers' `generate` (see `Settings`).
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +62,13 @@ def plan_lengths(T, settings, context):
         if max_new < 0:
             raise MinineoError(f"max_length {settings.max_length} is shorter than the prompt's {T} tokens; "
                                f"max_new_tokens counts only new tokens")
-    elif max_new is None:
+    elif max_new is None:   # a default must not be why a call fails: it shrinks to the room the prompt leaves
         max_new = DEFAULT_MAX_NEW_TOKENS
+        if 0 < context - T < max_new and not settings.truncate:
+            warnings.warn(f"generating {context - T} new tokens, the room a prompt of {T} tokens leaves in the "
+                          f"model's context of {context} (max_new_tokens sets the count; the default is {max_new})",
+                          stacklevel=4)
+            max_new = context - T
     if max_new >= context:
         raise MinineoError(f"{max_new} new tokens leave no room for a prompt: "
                            f"the model's context is {context} tokens")
