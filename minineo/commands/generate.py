@@ -12,7 +12,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import MinineoError
-from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
+from ..text.generate import Settings, detokenize, generate_steps, prompt_batch
 from .common import Parser, add_model_flags, load_model, number, peak_memory, read_text, run_command
 
 DEFAULT_TEMPERATURE = 0.8      # llama.cpp's default; 0 = greedy
@@ -180,7 +180,7 @@ def run(args):
     load_s = time.perf_counter() - started
 
     eos = model.config.eos_token_id
-    ids, mask = batch_prompts([model.tokenizer.encode(prompt)], eos)
+    ids, mask = prompt_batch(model.config, [model.tokenizer.encode(prompt)])
     settings = settings_from(args, ids.shape[1], model.config.max_position_embeddings)
     steps = generate_steps(model, ids, mask, **settings)   # a prompt too long fails here, before any output
     out, clock = Output(stream=not args.no_stream), Clock()
