@@ -23,19 +23,29 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
+        misspelt = self.unknown_flag(args)   # before argparse, which would first ask for missing arguments
+        if misspelt:
+            self.error(misspelt)
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
-            self.error(self.unrecognized(args, parsed, unknown))
+            self.error(self.unquoted(args, parsed, unknown))
         return parsed
 
-    def unrecognized(self, args, parsed, unknown):  # argparse's "unrecognized arguments", with a hint
-        flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-") and a != "-"]
-        if flags:   # a misspelt flag: the nearest real one
-            known = [flag for action in self._actions for flag in action.option_strings]
-            near = difflib.get_close_matches(flags[0], known, n=1, cutoff=0.6)
-            return f"unrecognized argument {flags[0]}" + (f": did you mean {near[0]}?" if near else "")
-        # words the shell split from a value with spaces: the positional took the first of them
-        for action in self._actions:
+    def unknown_flag(self, args):  # "unrecognized argument --temprature: did you mean --temperature?", or None
+        known = [flag for action in self._actions for flag in action.option_strings]
+        for arg in args:
+            if arg == "--":
+                return None
+            flag = arg.split("=", 1)[0]
+            long = flag.startswith("--") and not any(k.startswith(flag) for k in known)   # argparse takes prefixes
+            short = flag.startswith("-") and not flag.startswith("--") and flag[1:2].isalpha() and flag[:2] not in known
+            if long or short:
+                near = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                return f"unrecognized argument {flag}" + (f": did you mean {near[0]}?" if near else "")
+        return None
+
+    def unquoted(self, args, parsed, unknown):  # words the shell split from a value with spaces, with a hint
+        for action in self._actions:   # the positional that took the first of them
             value = getattr(parsed, action.dest, None)
             if not action.option_strings and isinstance(value, str) and value in args:
                 start = args.index(value)
