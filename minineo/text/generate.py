@@ -165,7 +165,8 @@ def generate_ids(model, prompts, **settings):
     lists, of any lengths (-> a list of lists, generated together as one left-padded batch).
     Each output ends with EOS when the model stopped there."""
     single = len(prompts) == 0 or np.ndim(prompts[0]) == 0
-    batch = [check_token_ids(p, model.config.vocab_size, "prompts") for p in ([prompts] if single else prompts)]
+    batch = [check_token_ids(p, model.config.vocab_size, "prompts" if single else f"prompts[{i}]")
+             for i, p in enumerate([prompts] if single else prompts)]
     eos = model.config.eos_token_id
     steps = list(generate_steps(model, *prompt_batch(model.config, batch), **settings))   # N x [B]
     outputs = [cut_after_eos(row, eos) for row in np.array(steps, np.int64).reshape(-1, len(batch)).T]
