@@ -567,3 +567,43 @@ def test_ctrl_c_while_moving_files_in_waits_without_a_signal_mask(numpy_checkpoi
         quantize_module.quantize_checkpoint(src, dst, force=True)
     assert sorted(moved) == sorted(p.name for p in dst.iterdir()), "Ctrl-C stopped the move halfway"
     minineo.load(dst)
+
+
+# --- 9: the test run itself -------------------------------------------------------------------------
+
+def test_a_run_without_an_oracle_says_which_and_how_to_install_it(tmp_path):
+    (tmp_path / "torch.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_golden.py",
+                           "tests/test_against_transformers.py"], capture_output=True, text=True, cwd=ROOT,
+                          env=ENV | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert lines[-2] == '1 test skipped because torch is not installed (the oracles minineo is compared with): ' \
+                        'pip install -e ".[compare]"', lines[-3:]
+
+
+def test_skip_summary():
+    from conftest import skip_summary
+    reasons = ["could not import 'torch': No module named 'torch'", "could not import 'lm_eval.models.huggingface': x",
+               "could not import 'torch': No module named 'torch'", "could not import 'zstandard': y", "Windows only"]
+    assert skip_summary(reasons) == ('4 tests skipped because lm_eval, torch, zstandard are not installed (the oracles '
+                                     'minineo is compared with): pip install -e ".[compare]" && pip install zstandard')
+    assert skip_summary(["Windows only"]) is None
+
+
+def test_parametrize_takes_lists_as_pytest_10_requires():
+    """pytest 10 refuses a generator in parametrize (PytestRemovedIn10Warning, an error here: pyproject's
+    filterwarnings); test_golden gave it enumerate(...)."""
+    import test_golden
+    (mark,) = test_golden.test_logits_match_stored_transformers_logits.pytestmark
+    assert isinstance(mark.args[1], (list, tuple)), type(mark.args[1])
+
+
+# --- 8: the license ---------------------------------------------------------------------------------
+
+def test_the_license_file_is_the_one_pyproject_declares():
+    declared = re.search(r'^license = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    license_text = (ROOT / "LICENSE").read_text()
+    assert declared == "MIT" and license_text.startswith("MIT License\n") and "Permission is hereby granted" in license_text
+    card = (ROOT / "minineo" / "data" / "neo-shakespeare" / "MODEL_CARD.md").read_text()
+    assert "- **License**: MIT" in card

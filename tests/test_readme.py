@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 SKIP_MARK = re.compile(r"<!-- not run by tests/test_readme\.py: (.+?) -->\s*$")
 FENCE = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
 HUB_NAME = r"[A-Za-z0-9][\w.-]*/[\w.-]+|125M|1\.3B|2\.7B"
-TEXT_CHARS = 4000   # text.txt: about 1,000 tokens, a few windows of the bundled model's context
+TEXT_CHARS = 1000   # text.txt: about 350 tokens, two or three windows of the bundled model's context
 
 
 def snippets():  # -> [(language, README line of the fence, code, reason it is not run or None)]
@@ -122,14 +122,16 @@ def test_shell_snippet_runs(scratch, command, skip):
 
 
 RUN_BLOCKS = """
-import json, sys, traceback
+import json, sys, time, traceback
 namespace = {"__name__": "__main__"}
 for line, code in json.load(sys.stdin):
+    started = time.perf_counter()
     try:
         exec(compile(code, f"README.md, the snippet at line {line}", "exec"), namespace)
     except BaseException:
         traceback.print_exc()
         sys.exit(f"the snippet at README line {line} failed")
+    print(f"README line {line}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 """
 
 
@@ -146,6 +148,7 @@ def test_python_snippets_run_in_order(scratch):
     assert blocks, "no python snippet found: did the README's fences change?"
     done = subprocess.run([sys.executable, "-c", RUN_BLOCKS], input=json.dumps(blocks), capture_output=True, text=True,
                           cwd=scratch, env=ENV, timeout=300)
+    print(done.stderr[-4000:])
     assert done.returncode == 0, f"{done.stderr[-4000:]}"
 
 
