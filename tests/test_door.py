@@ -142,6 +142,9 @@ def test_offline_hub_id_is_one_line_with_a_download_command_hf_accepts(tmp_path,
     assert params["repo_id"] == repo and not params["filenames"], params   # no pattern taken for a file name
     assert list(params["include"]) == hub.NEEDED_FILES, params
     assert f"-m {params['local_dir']} " in err, err   # the directory it writes is the one to pass
+    torch_flags = re.search(r"without safetensors also needs (.*)\)$", err.strip()).group(1)
+    with_torch = hf_download_params(f"{command} {torch_flags}")
+    assert list(with_torch["include"]) == hub.NEEDED_FILES + hub.TORCH_FILES and not with_torch["filenames"]
 
 
 def test_old_download_command_is_what_hf_misreads():

@@ -65,12 +65,14 @@ def resolve(name=None):
                        f"{' / '.join(RELEASES)}, or a bundled model ({', '.join(bundled)})")
 
 
-def download_command(repo_id):  # the `hf download` line that fetches what minineo reads into a directory
-    def arg(text):   # double quotes keep a glob from the shell in bash, zsh, cmd and PowerShell alike
-        return f'"{text}"' if "*" in text else shlex.quote(text)
+def include(patterns):  # hf download's flags for these patterns: one --include each (hf reads more words as files)
+    # double quotes keep a glob from the shell in bash, zsh, cmd and PowerShell alike
+    return " ".join(f'--include "{p}"' if "*" in p else f"--include {shlex.quote(p)}" for p in patterns)
+
+
+def download_command(repo_id):  # -> the `hf download` line that fetches what minineo reads, and its folder
     folder = repo_id.split("/")[-1]
-    return " ".join(["hf download", repo_id, *(f"--include {arg(p)}" for p in NEEDED_FILES),
-                     "--local-dir", folder]), folder
+    return f"hf download {repo_id} {include(NEEDED_FILES)} --local-dir {folder}", folder
 
 
 def download(repo_id, what):
@@ -80,7 +82,7 @@ def download(repo_id, what):
         from huggingface_hub import HfApi, snapshot_download
         from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
     except ImportError:
-        raise MinineoError(f"{what}: huggingface_hub is not installed to download it "
+        raise MinineoError(f"{what} huggingface_hub is not installed to download it "
                            "(pip install huggingface_hub)") from None
     try:   # ask the Hub which files exist, so that only one copy of the weights is downloaded
         files = [s.rfilename for s in HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S).siblings or []]
@@ -112,10 +114,9 @@ def cached(repo_id, what, hub_said):
     except Exception:   # not in the cache
         pass
     command, folder = download_command(repo_id)
-    torch_flags = " ".join(f'--include "{p}"' if "*" in p else f"--include {p}" for p in TORCH_FILES)
     raise MinineoError(f"{what} {hub_said}, and it is not in the local cache. "
                        f"On a machine with internet run `{command}` and pass that directory: -m {folder} "
-                       f"(a repository without safetensors also needs {torch_flags})")
+                       f"(a repository without safetensors also needs {include(TORCH_FILES)})")
 
 
 def first_line(error):  # an exception from huggingface_hub or the network, shortened to one line

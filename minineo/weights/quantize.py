@@ -15,6 +15,7 @@ The source is read one tensor at a time, by file reads rather than a mapping, an
 is written one tensor at a time: converting the 10.6 GB GPT-Neo 2.7B needs about one tensor of
 memory (wte, 0.5 GB), not the whole model.
 """
+import glob
 import json
 import os
 import shutil
@@ -137,7 +138,7 @@ def remove_dead_staging(dst):
     """Staging directories left beside dst by runs that were killed (SIGKILL, a power cut) are up to a
     model's size each: remove those whose process is gone, and say so. A live one is another run's."""
     prefix = STAGING.format(name=dst.name, pid="")
-    for path in sorted(dst.parent.glob(glob_escape(prefix) + "*")) if dst.parent.is_dir() else []:
+    for path in sorted(dst.parent.glob(glob.escape(prefix) + "*")) if dst.parent.is_dir() else []:
         pid = path.name[len(prefix):]
         if pid.isdigit() and path.is_dir() and not path.is_symlink() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
@@ -145,12 +146,9 @@ def remove_dead_staging(dst):
                   file=sys.stderr)
 
 
-def glob_escape(text):  # text matched literally by Path.glob
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
 def quantize_checkpoint(src, dst, force=False):
-    """Write the int8 checkpoint of the float checkpoint in directory src to directory dst.
+    """Write the int8 checkpoint of float checkpoint src (a directory, a Hub id, 125M / 1.3B / 2.7B, or a
+    bundled model's name) to directory dst.
 
     Everything is written to a hidden directory beside dst and moved into place only when complete,
     so an interruption (Ctrl-C, a kill, a full disk) leaves no half-written model and never loses an
