@@ -116,7 +116,7 @@ def test_shell_snippet_runs(scratch, command, skip):
     if runnable is None:
         return
     done = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, cwd=scratch, env=ENV,
-                          timeout=300, stdin=subprocess.DEVNULL)
+                          timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0 and "Traceback" not in done.stderr, \
         f"`{runnable}` exited {done.returncode}\nstdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-3000:]}"
 
