@@ -4,17 +4,16 @@
     fast/      the same products, faster: threaded tiles, int8 weights, thread control
     weights/   getting a model in: Hub names and downloads, config.json, safetensors, tokenizer, int8 copies
     text/      using it: sampling, generation, streaming, the transformers-style pipeline, perplexity
-    commands/  the command lines (python -m minineo, .perplexity, .quantize, .bench)
+    commands/  the command lines (python -m minineo, .perplexity, .quantize, .bench, .eval)
 """
-from . import perplexity
 from .errors import MinineoError
 from .fast.threads import set_threads
 from .model import GPTNeo, gpt_neo
 from .text.generate import generate, generate_ids, stream_text
-from .text.perplexity import score_tokens
+from .text.perplexity import score_tokens, text_perplexity
 from .text.pipeline import pipeline
 from .weights import load
 from .weights.config import PRESETS, Config
 
 __all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "generate", "generate_ids", "gpt_neo", "load",
-           "perplexity", "pipeline", "score_tokens", "set_threads", "stream_text"]
+           "pipeline", "score_tokens", "set_threads", "stream_text", "text_perplexity"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import minineo
-from minineo.commands.generate import DEFAULT_TEMPERATURE
+from minineo.commands.generate import CLI_TEMPERATURE
 from minineo.model.attention import softmax
 from minineo.text.generate import Settings
 from minineo.text.perplexity import score_tokens, windows
@@ -33,7 +33,7 @@ PROMPTS = ["ROMEO.\nBut soft,", "KING HENRY.\nNow,", "HAMLET.\nWhat is"]
 SEEDS = range(10)
 NEW_TOKENS = 80
 CONTEXT, STRIDE = 256, 64   # the perplexity's windows, as the model card reports them
-CLI_SAMPLER = dict(temperature=DEFAULT_TEMPERATURE, top_k=Settings.top_k)   # the CLI's defaults
+CLI_SAMPLER = dict(temperature=CLI_TEMPERATURE, top_k=Settings.top_k)   # the CLI's defaults
 SAMPLERS = {"T 1": dict(temperature=1.0, top_k=0), "CLI": CLI_SAMPLER}
 HEADING = re.compile(r"[A-Z][A-Z' ]+\.")   # a speaker heading, as the plays print it
 # --why-blank's kinds of token, each a whole token: what ends a line, a sentence, a clause.

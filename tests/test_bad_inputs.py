@@ -33,8 +33,8 @@ def cli(*args, stdin=b"", module="minineo", **kwargs):   # -> (exit code, stdout
     return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
 
 
-def assert_one_line_error(rc, err, expected):
-    assert rc == 1 and "Traceback" not in err, f"exit {rc}\n{err}"
+def assert_one_line_error(rc, err, expected, code=1):   # 1: a failure, 2: a usage mistake
+    assert rc == code and "Traceback" not in err, f"exit {rc}\n{err}"
     assert err.startswith("minineo: error: ") and err.count("\n") == 1, err
     assert expected in err, err
 
@@ -56,7 +56,7 @@ def nan_at(w, row, column, value=np.nan):  # a copy of w with one value broken
     (lambda m: score_tokens(m, np.array([10.0, 20.0, 30.0])), "ids: token ids must be integers"),
     (lambda m: minineo.generate(m, "caf\udce9"), "text is not valid Unicode: a lone surrogate"),
     (lambda m: minineo.generate(m, b"bytes"), "prompt must be a str or a list of str, got bytes"),
-    (lambda m: minineo.perplexity(m, b"bytes"), "text must be a str, got bytes"),
+    (lambda m: minineo.text_perplexity(m, b"bytes"), "text must be a str, got bytes"),
 ], ids=["float ids", "mask of another width", "float prompt ids", "negative prompt id", "negative target id",
         "float target ids", "lone surrogate", "bytes prompt", "bytes text"])
 def test_api_refuses_what_it_would_otherwise_get_wrong(model, call, message):
@@ -75,7 +75,7 @@ def test_non_finite_weights_are_named_not_turned_into_junk(model, tmp_path):
     broken = shutil.copytree(model.source, tmp_path / "broken")
     rewrite_tensors(broken, lambda t: t | {"transformer.h.1.mlp.c_fc.weight": nan_at(t["transformer.h.1.mlp.c_fc.weight"], 3, 5)})
     bad = minineo.load(broken)
-    for call in (lambda: minineo.generate(bad, "Hello"), lambda: minineo.perplexity(bad, "Hello there, my friend")):
+    for call in (lambda: minineo.generate(bad, "Hello"), lambda: minineo.text_perplexity(bad, "Hello there, my friend")):
         with pytest.raises(MinineoError, match=r"computed NaN or inf values \(its weight blocks.1.mlp.c_fc.w holds NaN"):
             call()
     rc, out, err = cli("-m", broken, "-n", "3", "Hello")
@@ -119,7 +119,7 @@ def test_llama_cpp_flags(checkpoint, tmp_path):
     assert rc == 0, err
     model = minineo.load(checkpoint)
     assert len(model.tokenizer.encode(out.rstrip("\n"))) >= 200, len(out)
-    assert_one_line_error(*cli(*base, "-p", "a", "b")[::2], "give the prompt one way, not PROMPT and -p")
+    assert_one_line_error(*cli(*base, "-p", "a", "b")[::2], "give the prompt one way, not PROMPT and -p", code=2)
 
 
 def test_two_unseeded_runs_differ(checkpoint):

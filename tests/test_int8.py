@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from minineo.errors import MinineoError
 from minineo.fast import int8, threads
 from minineo.fast.int8 import Int8Weight, quantize
 
@@ -113,9 +114,9 @@ def test_read_only_memmap_is_used_in_place(tmp_path, n_threads, small_tiles):
 
 
 def test_rejects_wrong_dtype_or_scale_shape():
-    with pytest.raises(ValueError, match="int8"):
+    with pytest.raises(MinineoError, match="int8"):
         Int8Weight(np.zeros((2, 3), dtype=np.int16), np.ones(2, dtype=np.float32))
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(MinineoError, match="scale"):
         Int8Weight(np.zeros((2, 3), dtype=np.int8), np.ones(3, dtype=np.float32))
 
 
@@ -131,7 +132,7 @@ def test_set_threads_controls_the_count():
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, "2", True])
 def test_set_threads_rejects_invalid_counts(bad):
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(MinineoError, match="threads"):
         threads.set_threads(bad)
 
 

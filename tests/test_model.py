@@ -56,19 +56,6 @@ def test_padded_batch_with_cache(numpy_checkpoint):
     assert_close(np.concatenate(pieces, 1), full, "padded batch, cached", tol=EXACT, where=mask == 1)
 
 
-def test_banded_attention_equals_plain_masked_attention():
-    rng = np.random.default_rng(0)
-    B, H, T, hd, window = 2, 3, 700, 8, 50
-    q, k, v = (rng.standard_normal((B, H, T, hd), dtype=np.float32) for _ in range(3))
-    idx, real = np.arange(T), rng.random((B, T)) < 0.9
-    real[:, :] |= np.arange(T) % 7 == 0
-    for w in (None, window):
-        mask = attn.causal_mask(idx, idx, w) & real[:, None, None, :]
-        plain = attn.attention(q, k, v, mask)
-        assert_close(attn.banded_attention(q, k, v, idx, idx, real, w, block=64), plain,
-                     f"banded vs plain, window={w}", tol=1e-5)
-
-
 def test_masks_are_what_gpt_neo_defines():
     idx = np.arange(6)
     np.testing.assert_array_equal(attn.causal_mask(idx, idx), np.tril(np.ones((6, 6), bool)))
@@ -88,10 +75,11 @@ def test_hot_path_stays_float32(numpy_checkpoint, monkeypatch):
             return out
         monkeypatch.setattr(module, name, wrapper)
 
-    import minineo.model.attention, minineo.model.mlp, minineo.model.embedding, minineo.model.block
+    import minineo.fast.banded, minineo.model.attention, minineo.model.mlp, minineo.model.embedding, minineo.model.block
     for module in (minineo.model.attention, minineo.model.mlp, minineo.model.embedding):
         spy(module, "linear")
     spy(minineo.model.attention, "attention")
+    spy(minineo.fast.banded, "attention")   # a fast load's attention: the same function, by the band
     spy(minineo.model.block, "layer_norm")
     spy(minineo.model.mlp, "gelu_new")
     model = minineo.load(numpy_checkpoint())
@@ -203,3 +191,53 @@ def test_the_model_folder_imports_nothing_but_numpy_and_itself():
             else:
                 continue
             assert all(name.split(".")[0] in allowed for name in names), f"{path.name} imports {names}"
+
+
+def test_the_cache_records_what_the_model_fed_it(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint(window_size=6))
+    cache = model.new_cache(2)
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    model(random_ids((2, 5)), attention_mask=mask, cache=cache)
+    model(random_ids((2, 1), seed=1), cache=cache)
+    assert cache.length == 6 and cache.batch_size == 2
+    np.testing.assert_array_equal(cache.real, np.concatenate([mask, np.ones((2, 1), int)], axis=1) == 1)
+    for kind, layer in zip(model.config.attention_layers, cache.layers):
+        assert layer.n == 6, f"a {kind} layer saw {layer.n} tokens, not 6"
+
+
+def test_a_mistake_leaves_the_cache_as_it_was(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    cache = model.new_cache(1)
+    model(random_ids((1, 60)), cache=cache)
+    with pytest.raises(MinineoError, match="longer than"):
+        model(random_ids((1, 5)), cache=cache)
+    assert cache.length == 60 and [layer.n for layer in cache.layers] == [60] * 4
+    model(random_ids((1, 4)), cache=cache)   # and it goes on from there
+    assert cache.length == 64
+
+
+@pytest.mark.parametrize("window, feeds", [(1, [3, 1, 1, 4]), (4, [1] * 12), (4, [9, 1, 2, 7]), (5, [20])])
+def test_local_cache_invariants(window, feeds):
+    # After every update: keys in view are the last ones, in order, each with its own value, at most
+    # window - 1 earlier keys plus the new ones, and the buffer keeps its 2 x window rows.
+    from minineo.model.cache import LocalCache
+    cache, n = LocalCache(window), 0
+    for T in feeds:
+        k = np.arange(n, n + T, dtype=np.float32)[None, None, :, None] * np.ones((1, 2, 1, 3), np.float32)
+        keys, values, k_idx = cache.update(k, -k)
+        n += T
+        first = max(0, n - T - (window - 1))
+        np.testing.assert_array_equal(k_idx, np.arange(first, n), err_msg=f"after {n} tokens")
+        np.testing.assert_array_equal(keys[0, 0, :, 0], k_idx, err_msg=f"keys after {n} tokens")
+        np.testing.assert_array_equal(values[0, 1, :, 2], -k_idx, err_msg=f"values after {n} tokens")
+        assert cache.k.shape[2] == 2 * window, f"buffer of {cache.k.shape[2]} rows"
+
+
+def test_cache_invariants_are_checked():
+    from minineo.model.cache import checked
+    keys = np.zeros((1, 1, 3, 2), np.float32)
+    checked(keys, keys, np.arange(4, 7), rows=8, limit=8)
+    for bad in [dict(k_idx=np.array([4, 6, 5])), dict(k_idx=np.arange(2)), dict(rows=9)]:
+        args = dict(k_idx=np.arange(4, 7), rows=8) | bad
+        with pytest.raises(AssertionError):
+            checked(keys, keys, args["k_idx"], rows=args["rows"], limit=8)

@@ -120,7 +120,7 @@ def test_text_through_the_tokenizer(tmp_path):
             "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.")
     ids = model.tokenizer.encode(text)
     assert len(ids) > 20
-    ppl = minineo.perplexity(model, text, context=16, stride=5)
+    ppl = minineo.text_perplexity(model, text, context=16, stride=5)
     nll, tokens = guide_perplexity(ref, ids, 16, 5)
     print(f"text: perplexity {ppl:.6f} vs transformers {math.exp(nll / tokens):.6f}")
     assert isinstance(ppl, float) and abs(ppl / math.exp(nll / tokens) - 1) <= RELATIVE
@@ -152,7 +152,7 @@ def test_bad_input(tiny, kwargs, message):
     ours, _ = tiny
     text = kwargs.pop("text", "hello there")
     with pytest.raises(MinineoError) as error:
-        minineo.perplexity(ours, text, **kwargs)
+        minineo.text_perplexity(ours, text, **kwargs)
     assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
@@ -191,7 +191,7 @@ def test_cli_prints_perplexity_tokens_and_time(text_model, text_file):
 def test_cli_int8_and_default_window(text_model, text_file):
     rc, out, err = run_cli(text_file, "-m", text_model, "--int8")
     assert rc == 0, err
-    fp32 = minineo.perplexity(minineo.load(text_model), text_file.read_text())
+    fp32 = minineo.text_perplexity(minineo.load(text_model), text_file.read_text())
     int8 = float(out.split()[1])
     print(f"int8 {int8:.4f} vs float32 {fp32:.4f}")
     assert int8 == pytest.approx(fp32, rel=0.02) and "context 32, stride 8" in out

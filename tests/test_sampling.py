@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from minineo.errors import MinineoError
 from minineo.text import sampling
 
 SEEDS = [0, 1, 2, 3]
@@ -336,7 +337,7 @@ def test_filtered_tokens_are_never_drawn():
 
 
 def test_sampling_without_generator_is_an_error():
-    with pytest.raises(ValueError, match="Generator"):
+    with pytest.raises(MinineoError, match="Generator"):
         sampling.next_token(normal_logits(0), np.zeros((BATCH, 1), dtype=np.int64), do_sample=True)
 
 

@@ -85,8 +85,8 @@ class Minineo:
         self.path = path
 
     def load(self):
-        import minineo
-        self.model = minineo.load(self.path)
+        from ..weights import load
+        self.model = load(self.path)
         return self.model.config.vocab_size
 
     def prefill(self, ids):  # -> the cache, and the greedy next token [1, 1]

@@ -1,7 +1,7 @@
 """What minineo's command lines share: one parser style, one error format, one table of exit codes.
 
 Every command prints a user mistake as one line, `minineo: error: ...`, and exits with
-    2  a usage mistake (an unknown flag, a value of the wrong type or out of range)
+    2  a usage mistake (an unknown flag, a value of the wrong type or out of range, flags that conflict)
     1  a failure (a missing file, a bad checkpoint, a prompt too long)
   130  stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 """
@@ -10,7 +10,7 @@ import difflib
 import os
 import sys
 
-from ..errors import MinineoError
+from ..errors import MinineoError, UsageError
 from ..fast.threads import set_threads
 from ..weights import load
 
@@ -121,7 +121,7 @@ def run_command(run, args, on_interrupt=None):
             return code          # "Exception ignored ... BrokenPipeError"
         except MinineoError as e:
             print(f"minineo: error: {e}", file=sys.stderr)
-            return FAILURE
+            return USAGE if isinstance(e, UsageError) else FAILURE
         except KeyboardInterrupt:
             if on_interrupt is not None:
                 on_interrupt()

@@ -6,10 +6,9 @@ The math is minineo/text/evaluate.py; --ray spreads the documents over a Ray clu
 import json
 from pathlib import Path
 
-import minineo
-
 from ..errors import MinineoError
 from ..text.evaluate import TASKS, evaluate, get_documents, get_task
+from ..weights import load
 from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, run_command
 
 
@@ -62,7 +61,7 @@ def run(args, closers):
         from ..text.distributed import Cluster
         # The actors load the model with --int8 and --threads; this process only tokenises, so it
         # maps the weights (no quantizing) for the tokenizer and config.
-        model = minineo.load(args.model)
+        model = load(args.model)
         cluster = Cluster(args.ray, model=args.model, int8=args.int8, threads=args.threads)
     show, close = progress_bar("tok", desc=task.name, unit_scale=True, dynamic_ncols=True)
     closers.append(close)

@@ -2,21 +2,23 @@
 
 Flags follow llama.cpp (-p, -f, -n, --temp, --top-k, --top-p, --repeat-penalty, -s, -t,
 --ignore-eos; temperature 0 = greedy, -n -1 = until the context is full, -s -1 = a random seed) and
-transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Unlike generate(), the
-CLI samples by default, at temperature 0.8 as llama.cpp does: greedy decoding of a small model
-loops on one phrase, which is a poor first impression of a text tool.
+transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Its defaults are the
+command's own, CLI_TEMPERATURE and CLI_MAX_NEW_TOKENS below, not generate()'s (transformers').
 """
 import math
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from ..errors import MinineoError
+from ..errors import MinineoError, UsageError
 from ..text.generate import Settings, detokenize, generate_steps, prompt_batch
 from .common import Parser, add_model_flags, load_model, number, peak_memory, read_text, run_command
 
-DEFAULT_TEMPERATURE = 0.8      # llama.cpp's default; 0 = greedy
-DEFAULT_MAX_NEW_TOKENS = 100
+# Unlike generate() (greedy, as transformers), the command samples by default, at llama.cpp's
+# temperature: greedy decoding of a small model loops on one phrase, a poor first impression of a text tool.
+CLI_TEMPERATURE = 0.8
+# A few lines of text at a glance. llama.cpp's own -n default (-1) fills the context: minutes for 2.7B on a CPU.
+CLI_MAX_NEW_TOKENS = 100
 # A prompt from stdin or -f is read up to this many bytes: `minineo < /dev/zero` must not fill the
 # memory. It is far more than any context holds (2048 tokens are ~10 KB of text).
 MAX_PROMPT_BYTES = 1 << 20
@@ -32,11 +34,11 @@ def parser():
     # default None: a count the user gave is checked as given; the default shrinks to what the context leaves
     p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N",
                    type=number(int, lambda n: n >= 0 or n == -1, "an integer >= 0, or -1 (until the context is full)"),
-                   help=f"tokens to generate at most, -1 = until the context is full (default {DEFAULT_MAX_NEW_TOKENS}, "
+                   help=f"tokens to generate at most, -1 = until the context is full (default {CLI_MAX_NEW_TOKENS}, "
                         "fewer if the context has less room after the prompt)")
-    p.add_argument("--temperature", "--temp", metavar="T", default=DEFAULT_TEMPERATURE,
+    p.add_argument("--temperature", "--temp", metavar="T", default=CLI_TEMPERATURE,
                    type=number(float, lambda t: 0 <= t < math.inf, "a finite number >= 0"),
-                   help=f"sampling temperature, 0 = greedy (default {DEFAULT_TEMPERATURE})")
+                   help=f"sampling temperature, 0 = greedy (default {CLI_TEMPERATURE})")
     p.add_argument("--top-k", metavar="K", default=Settings.top_k,
                    type=number(int, lambda k: k >= 0, "an integer >= 0"),
                    help=f"sample among the k likeliest tokens, 0 = all (default {Settings.top_k})")
@@ -78,15 +80,15 @@ def new_tokens(args, prompt_tokens, context):  # -> how many tokens to generate 
                            f"already fill the model's context of {context}; --truncate keeps the prompt's end")
     if args.max_new_tokens is not None:   # the user's own count: generate() checks it and says what is wrong
         return args.max_new_tokens
-    if 0 < room < DEFAULT_MAX_NEW_TOKENS:   # a default must not be why a call fails: generate what fits
+    if 0 < room < CLI_MAX_NEW_TOKENS:   # a default must not be why a call fails: generate what fits
         print(f"minineo: generating {room} tokens, the room the prompt's {prompt_tokens} tokens leave in the "
-              f"model's context of {context} (-n sets the count; the default is {DEFAULT_MAX_NEW_TOKENS})",
+              f"model's context of {context} (-n sets the count; the default is {CLI_MAX_NEW_TOKENS})",
               file=sys.stderr)
         return room
     if room <= 0 and not args.truncate:
         raise MinineoError(f"the prompt's {prompt_tokens} tokens fill the model's context of {context}: shorten it, "
-                           f"or --truncate keeps its last {context - DEFAULT_MAX_NEW_TOKENS} tokens")
-    return DEFAULT_MAX_NEW_TOKENS
+                           f"or --truncate keeps its last {context - CLI_MAX_NEW_TOKENS} tokens")
+    return CLI_MAX_NEW_TOKENS
 
 
 def settings_from(args, prompt_tokens, context):  # the parsed flags -> generate's settings
@@ -107,7 +109,7 @@ def read_prompt(args):
     given = [name for name, value in [("PROMPT", args.prompt), ("-p", args.prompt_flag), ("-f", args.file)]
              if value is not None]
     if len(given) > 1:
-        raise MinineoError(f"give the prompt one way, not {' and '.join(given)}")
+        raise UsageError(f"give the prompt one way, not {' and '.join(given)}")
     if args.file is not None:
         try:
             with open(args.file, "rb") as f:

@@ -4,6 +4,7 @@
     int8.py     int8 weights with one scale per row, and their tiled product
     threads.py  how many threads, and how they share the tiles
     memory.py   malloc settings that keep freed memory for the next step's temporaries
+    banded.py   attention a block of queries at a time, over only the keys in view (local layers)
 
 `tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
 unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the

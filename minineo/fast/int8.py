@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from ..errors import MinineoError
 from .tiled import TiledWeight
 
 # Decode (few rows of x): float32 bytes of one converted tile, measured with
@@ -35,9 +36,9 @@ class Int8Weight(TiledWeight):
         self.q = np.asarray(q)  # [out, in]; a memmap stays a view of its file (asarray never copies it)
         self.scale = np.asarray(scale, dtype=np.float32)  # [out]
         if self.q.dtype != np.int8 or self.q.ndim != 2:
-            raise ValueError(f"q must be a 2-D int8 array, got {self.q.dtype} {self.q.shape}")
+            raise MinineoError(f"q must be a 2-D int8 array, got {self.q.dtype} {self.q.shape}")
         if self.scale.shape != self.q.shape[:1]:
-            raise ValueError(f"scale must have shape {self.q.shape[:1]}, got {self.scale.shape}")
+            raise MinineoError(f"scale must have shape {self.q.shape[:1]}, got {self.scale.shape}")
 
     @property
     def shape(self):

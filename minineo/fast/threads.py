@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy  # noqa: F401  loads OpenBLAS before the controller below looks for it
 from threadpoolctl import ThreadpoolController
 
-from ..errors import is_int
+from ..errors import MinineoError, is_int
 
 _controller = ThreadpoolController()   # finds the loaded BLAS once; limiting it later is cheap
 _lock = threading.Lock()                # one parallel region at a time: the BLAS limit is process-wide
@@ -51,7 +51,7 @@ def set_threads(n=None):
     if n is None:
         n = physical_cores()
     if not is_int(n, 1):
-        raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
+        raise MinineoError(f"the number of threads must be an integer >= 1, got {n!r}")
     n = int(n)
     with _lock:
         _controller.limit(limits=1, user_api="blas")   # not used as a context: stays until changed

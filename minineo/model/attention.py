@@ -32,25 +32,11 @@ def attention(q, k, v, mask):  # [B, H, T, hd], [B, H, S, hd], [B, H, S, hd], [B
     return softmax(scores) @ v
 
 
-# Queries per block in banded_attention: a local layer's block then scores at most 256 x (256 + window)
-# keys instead of T x T, and a block's [B, H, 256, S'] scores stay a few MB for the released models.
-QUERY_BLOCK = 256
-
-
-def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=QUERY_BLOCK):  # -> [B, H, T, hd]
-    # attention() for a block of queries at a time, against only the keys that its mask can let
-    # through: for a local layer the band of `window` keys behind the block, not all T x S scores.
-    # The same numbers as one big masked attention(); k_idx must be sorted (the caches keep it so).
-    out = np.empty_like(q)
-    for start in range(0, len(q_idx), block):
-        rows = slice(start, start + block)
-        first, last = q_idx[rows][0], q_idx[rows][-1]
-        lo = 0 if window is None else np.searchsorted(k_idx, first - window + 1)
-        hi = np.searchsorted(k_idx, last, side="right")
-        keys = k_idx[lo:hi]
-        mask = causal_mask(q_idx[rows], keys, window) & real[:, None, None, keys]   # [B, 1, T', S']
-        out[:, :, rows] = attention(q[:, :, rows], k[:, :, lo:hi], v[:, :, lo:hi], mask)
-    return out
+def masked_attention(q, k, v, q_idx, k_idx, real, window=None):  # -> [B, H, T, hd]
+    # Every query against every key, as the textbook draws it: a key counts if the query may see it
+    # (causal, within the window) and it is a real token, not padding. q_idx [T], k_idx [S], real [B, N].
+    mask = causal_mask(q_idx, k_idx, window) & real[:, None, None, k_idx]   # [T, S] & [B, 1, 1, S] -> [B, 1, T, S]
+    return attention(q, k, v, mask)
 
 
 def split_heads(x, n_head):  # [B, T, n_head * hd] -> [B, n_head, T, hd]
@@ -63,13 +49,16 @@ def merge_heads(x):  # [B, H, T, hd] -> [B, T, H * hd]
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
 
 
-def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None):
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None,
+                   attend=masked_attention):
     # [B, T, d] -> [B, T, d]. Each projection makes all heads at once: [B, T, d] split into n_head heads.
+    # attend: masked_attention, or a faster function of the same arguments that gives the same numbers
+    # (minineo.fast.banded, which a fast load passes in).
     q = split_heads(linear(x, **q_proj), n_head)   # [B, H, T, hd]
     k = split_heads(linear(x, **k_proj), n_head)
     v = split_heads(linear(x, **v_proj), n_head)
     k_idx = q_idx
     if cache is not None:   # prepend the keys and values of earlier tokens, and remember these
         k, v, k_idx = cache.update(k, v)
-    heads = banded_attention(q, k, v, q_idx, k_idx, real, window)
+    heads = attend(q, k, v, q_idx, k_idx, real, window)
     return linear(merge_heads(heads), **out_proj)

@@ -5,13 +5,15 @@ Dimensions: B = batch, T = new tokens, d = hidden size, V = vocabulary, L = laye
 import numpy as np
 
 from ..errors import MinineoError
+from .attention import masked_attention
 from .block import block
 from .cache import Cache
 from .embedding import embed, lm_head
 from .layer_norm import layer_norm
 
 
-def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, hidden_states=None):  # [B, T] -> [B, T, d]
+def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, hidden_states=None,
+            attend=masked_attention):  # [B, T] -> [B, T, d]
     # q_idx [T]: the new tokens' sequence indices; real [B, N]: which indices are not padding.
     x = embed(ids, positions, params["wte"], params["wpe"])
     for i, (layer, kind) in enumerate(zip(params["blocks"], config.attention_layers)):
@@ -19,7 +21,7 @@ def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, hidden_stat
             hidden_states.append(x)
         x = block(x, **layer, n_head=config.num_heads, eps=config.layer_norm_epsilon,
                   window=config.window_size if kind == "local" else None,
-                  q_idx=q_idx, real=real, cache=None if cache is None else cache.layers[i])
+                  q_idx=q_idx, real=real, cache=None if cache is None else cache.layers[i], attend=attend)
     if hidden_states is not None:
         hidden_states.append(x)
     return layer_norm(x, **params["ln_f"], eps=config.layer_norm_epsilon)
@@ -34,10 +36,13 @@ def padded_positions(mask, seen):  # [B, T] 0/1, [B] real tokens before -> [B, T
 
 class GPTNeo:
     """model(ids) -> logits. ids [T] or [B, T]; attention_mask (same shape, 1 = real token) for
-    left-padded batches; cache=model.new_cache(B) to feed the sequence a piece at a time."""
+    left-padded batches; cache=model.new_cache(B) to feed the sequence a piece at a time.
+    attend: how attention is computed, masked_attention (the whole matrix) or a faster function
+    that gives the same numbers (minineo.load passes minineo.fast.banded's)."""
 
-    def __init__(self, config, params, tokenizer=None, source=None):
+    def __init__(self, config, params, tokenizer=None, source=None, attend=masked_attention):
         self.config, self.params, self.tokenizer, self.source = config, params, tokenizer, source
+        self.attend = attend
 
     def __call__(self, ids, attention_mask=None, cache=None):  # [B, T] -> [B, T, V] (or [T] -> [T, V])
         return self.logits(self.forward(ids, attention_mask, cache))
@@ -49,18 +54,12 @@ class GPTNeo:
         """The final hidden states (after ln_f). Pass a list as hidden_states to also receive the
         residual stream before the first block and after every block: L + 1 arrays [B, T, d]."""
         ids, mask, squeeze = self._check(ids, attention_mask, cache)
-        B, T = ids.shape
-        if cache is None:
-            cache_real, start, seen = np.zeros((B, 0), bool), 0, np.zeros(B, np.int64)
-        else:
-            cache_real, start, seen = cache.real, cache.length, cache.real.sum(axis=1)
-        real = np.concatenate([cache_real, mask == 1], axis=1)
-        if not real.any(axis=1).all():
-            raise MinineoError("attention_mask: a sequence has no real token (a row of all zeros)")
+        start = 0 if cache is None else cache.length            # the new tokens' first sequence index
+        real = mask == 1 if cache is None else cache.update(mask == 1)   # [B, start + T]
+        seen = real[:, :start].sum(axis=1)                      # [B] real tokens before these
         h = gpt_neo(ids, padded_positions(mask, seen), self.params, self.config,
-                    q_idx=np.arange(start, start + T), real=real, cache=cache, hidden_states=hidden_states)
-        if cache is not None:
-            cache.real, cache.length = real, start + T
+                    q_idx=np.arange(start, start + ids.shape[1]), real=real, cache=cache,
+                    hidden_states=hidden_states, attend=self.attend)
         if squeeze and hidden_states is not None:
             hidden_states[:] = [x[0] for x in hidden_states]
         return h[0] if squeeze else h
@@ -91,6 +90,11 @@ class GPTNeo:
         past = 0 if cache is None else cache.length
         if cache is not None and cache.batch_size != len(ids):
             raise MinineoError(f"ids: batch of {len(ids)} sequences, but the cache holds {cache.batch_size}")
+        has_real = (mask == 1).any(axis=1)   # [B]
+        if cache is not None:
+            has_real |= cache.real.any(axis=1)
+        if not has_real.all():
+            raise MinineoError("attention_mask: a sequence has no real token (a row of all zeros)")
         if past + ids.shape[1] > self.config.max_position_embeddings:
             raise MinineoError(f"sequence of {past + ids.shape[1]} tokens is longer than the model's "
                                f"max_position_embeddings ({self.config.max_position_embeddings})")

@@ -32,10 +32,9 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-import minineo
-
 from ..errors import MinineoError
 from ..fast.threads import get_threads, set_threads
+from ..weights import load
 
 IN_FLIGHT = 2   # calls queued at each actor: it starts the next document while its result travels
 
@@ -76,18 +75,18 @@ def connect(ray, address):
 
 
 class Scorer:
-    """A Ray actor: one model, loaded once, scoring the documents it is sent."""
+    """A Ray actor: one model, loaded once, scoring the documents it is sent with score_request."""
 
-    def __init__(self, model, int8, threads):
+    def __init__(self, model, int8, threads, score_request):
         set_threads(threads)
-        self.model = minineo.load(model, int8=int8)
+        self.model = load(model, int8=int8)
+        self.score_request = score_request
 
     def ready(self):
         return True
 
     def score(self, index, request):  # -> (index, (loglikelihood, greedy))
-        from .evaluate import score_request
-        return index, score_request(self.model, request)
+        return index, self.score_request(self.model, request)
 
 
 def _reload_spec(model):  # -> (name, int8): how an actor loads the same weights as `model`
@@ -100,8 +99,9 @@ def _reason(error):  # the last line of a Ray error (its message is the remote t
     return lines[-1] if lines else type(error).__name__
 
 
-def score_on_ray(model, requests, cluster, progress=None):
-    """[Request] -> [(loglikelihood, greedy)] in the same order, scored by Ray actors."""
+def score_on_ray(model, requests, cluster, progress=None, *, score_request):
+    """[Request] -> [(loglikelihood, greedy)] in the same order, each score_request(model, request)
+    computed by a Ray actor. (evaluate.py passes its function in, so that this module need not import it.)"""
     ray = _import_ray()
     if isinstance(cluster, str):
         cluster = Cluster(cluster)
@@ -125,7 +125,7 @@ def score_on_ray(model, requests, cluster, progress=None):
     def new_actor():  # named, so that the dashboard (and the tests) can find it
         nonlocal started
         started += 1
-        return remote_scorer.options(name=f"minineo-eval-{run}-{started - 1}").remote(name, int8, threads)
+        return remote_scorer.options(name=f"minineo-eval-{run}-{started - 1}").remote(name, int8, threads, score_request)
 
     actors = [new_actor() for _ in range(n_actors)]
     try:   # a model that cannot load fails here, once, with the actor's own message

@@ -386,7 +386,7 @@ def evaluate(model, task, documents=None, data=None, limit=None, progress=None, 
         results = score_all(model, requests, progress)
     else:
         from .distributed import score_on_ray
-        results = score_on_ray(model, requests, ray, progress)
+        results = score_on_ray(model, requests, ray, progress, score_request=score_request)
     return summarize(task, requests, results, time.perf_counter() - start)
 
 

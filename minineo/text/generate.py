@@ -20,16 +20,17 @@ from ..model.gpt_neo import check_token_ids
 from .stream import StreamDetokenizer
 
 # transformers' default is max_length=20 *including* the prompt, which a longer prompt uses up
-# before anything is generated; a count of new tokens is what a user means.
+# before anything is generated; a count of new tokens is what a user means. generate()'s default;
+# the command line and the pipeline have their own (commands/generate.py, text/pipeline.py).
 DEFAULT_MAX_NEW_TOKENS = 50
 
 
 @dataclass(frozen=True)
 class Settings:
     """How to generate, with transformers' names, meanings and defaults (GenerationConfig)."""
-    max_new_tokens: int | None = None  # None: max_length minus the prompt if max_length is set, else 50
+    max_new_tokens: int | None = None  # None: max_length minus the prompt if set, else DEFAULT_MAX_NEW_TOKENS
     max_length: int | None = None      # prompt + new tokens, as transformers counts (padded prompt)
-    min_new_tokens: int = 0            # EOS is suppressed until this many new tokens exist
+    min_new_tokens: int = sampling.DEFAULT_MIN_NEW_TOKENS   # EOS is suppressed until this many new tokens exist
     min_length: int | None = None      # the same, counted with the prompt, as transformers counts
     do_sample: bool = False            # False: greedy, and temperature/top_k/top_p are ignored
     temperature: float = sampling.DEFAULT_TEMPERATURE

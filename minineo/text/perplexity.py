@@ -93,7 +93,7 @@ def score_tokens(model, ids, context=None, stride=None, progress=None):
     return Score(nll, sum(end - first for _, end, first in spans), len(spans), context, stride)
 
 
-def perplexity(model, text, context=None, stride=None):
+def text_perplexity(model, text, context=None, stride=None):
     """exp(mean negative log-likelihood per token) of text, a float; score_tokens gives the details."""
     if not isinstance(text, str):
         raise MinineoError(f"text must be a str, got {type(text).__name__}")

@@ -12,9 +12,12 @@ from ..weights import load
 TASKS = ("text-generation",)
 
 # transformers 5.24 TextGenerationPipeline._default_generation_config: a pipeline samples by
-# default, unlike generate(). Each applies unless the pipeline or the call sets it; as there, a
-# max_length that is set replaces the default max_new_tokens.
-PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+# default, unlike generate() (greedy), and so does this one, with the same values.
+PIPELINE_MAX_NEW_TOKENS = 256
+PIPELINE_TEMPERATURE = 0.7
+# Each applies unless the pipeline or the call sets it; as there, a max_length that is set replaces
+# the default max_new_tokens, and greedy decoding (do_sample=False) takes no temperature.
+PIPELINE_DEFAULTS = {"max_new_tokens": PIPELINE_MAX_NEW_TOKENS, "do_sample": True, "temperature": PIPELINE_TEMPERATURE}
 
 
 def pipeline(task, model=None, int8=False, **settings):
@@ -49,8 +52,8 @@ class TextGenerationPipeline:
         # One prompt at a time, as transformers' pipeline runs by default (batch_size=1): min_length and
         # max_length then count this prompt's own tokens. Its n sequences are one batch of equal rows.
         if "max_new_tokens" in defaults:
-            # A default the user never set must not be why a call fails: 256 new tokens fill the bundled
-            # model's whole context, so the default shrinks to the room this prompt leaves.
+            # A default the user never set must not be why a call fails: PIPELINE_MAX_NEW_TOKENS fill the
+            # bundled model's whole context, so the default shrinks to the room this prompt leaves.
             room = self.model.config.max_position_embeddings - max(1, len(self.model.tokenizer.encode(prompt)))
             settings = {**settings, "max_new_tokens": max(0, min(defaults["max_new_tokens"], room))}
         texts = generate(self.model, [prompt] * n, **settings)

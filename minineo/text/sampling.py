@@ -15,8 +15,10 @@ import numpy as np
 from ..errors import MinineoError, is_int
 from ..model.attention import softmax
 
-# transformers' GenerationConfig._get_default_generation_params() (configuration_utils.py).
-# Its default strategy is greedy (do_sample=False), as here; these values apply once do_sample=True.
+# generate()'s, the Python API's: transformers' GenerationConfig._get_default_generation_params()
+# (configuration_utils.py), so that code moved from transformers behaves the same. Its default
+# strategy is greedy (do_sample=False), as here; these values apply once do_sample=True. (The
+# command line and the pipeline sample at their own temperatures: commands/generate.py, text/pipeline.py.)
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_K = 50
 DEFAULT_TOP_P = 1.0
@@ -159,7 +161,7 @@ def greedy(logits):
 def sample(logits, rng):
     # [B, V] -> [B]
     if rng is None:
-        raise ValueError("sampling (do_sample=True) needs a numpy.random.Generator, got rng=None")
+        raise MinineoError("sampling (do_sample=True) needs a numpy.random.Generator, got rng=None")
     # Inverse-CDF draw, one uniform per row, so a seeded Generator reproduces the tokens.
     # float64 here only: a float32 running sum over 50k tokens drifts visibly.
     weights = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))

@@ -50,7 +50,7 @@ SHAPE_FIELDS = {"transformer.wte.weight": "vocab_size x hidden_size",
                 "transformer.wpe.weight": "max_position_embeddings x hidden_size"}
 
 
-def _check(files, config, directory):
+def check_tensors(files, config, directory):
     """Every tensor the config needs is there with its shape and a dtype minineo computes with; each
     int8 matrix has a float scale of one value per row, every one finite and > 0. Reads nothing but
     the scales (a few KB to a few MB): the weights themselves stay on disk until the model runs."""
@@ -121,7 +121,7 @@ def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a t
 
 def load_params(directory, config, int8=False):
     files = open_checkpoint(directory)
-    _check(files, config, directory)
+    check_tensors(files, config, directory)
 
     def tensor(name):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
         f = files[name]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MinineoError
-from .checkpoint import SCALE_SUFFIX, _check, expected_shapes, quantize_rows
+from .checkpoint import SCALE_SUFFIX, check_tensors, expected_shapes, quantize_rows
 from .config import load_config
 from .hub import resolve
 from .safetensors_io import write_safetensors
@@ -85,7 +85,7 @@ def check_source(src):
     if int8:
         raise MinineoError(f"{src}: already holds int8 tensors ({int8[0]}, ...); "
                            "pass the float checkpoint it was made from")
-    _check(files, config, src)
+    check_tensors(files, config, src)
     return src, config, files
 
 

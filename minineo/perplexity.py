@@ -1,0 +1,6 @@
+"""python -m minineo.perplexity FILE: see minineo/commands/perplexity.py. (The function is
+minineo.text_perplexity, in minineo/text/perplexity.py.)"""
+from .commands.perplexity import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
