@@ -5,6 +5,7 @@ Flags follow llama.cpp (-p, -f, -n, --temp, --top-k, --top-p, --repeat-penalty, 
 transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Its defaults are the
 command's own, CLI_TEMPERATURE and CLI_MAX_NEW_TOKENS below, not generate()'s (transformers').
 """
+import argparse
 import math
 import sys
 import time
@@ -31,8 +32,8 @@ def parser():
     p.add_argument("-p", "--prompt", dest="prompt_flag", metavar="TEXT", help="the prompt, as llama.cpp takes it")
     p.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a UTF-8 text file")
     add_model_flags(p)
-    # default None: a count the user gave is checked as given; the default shrinks to what the context leaves
-    p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N",
+    # a count the user gave is checked as given; the default shrinks to what the context leaves
+    p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N", default=CLI_MAX_NEW_TOKENS, action=Given,
                    type=number(int, lambda n: n >= 0 or n == -1, "an integer >= 0, or -1 (until the context is full)"),
                    help=f"tokens to generate at most, -1 = until the context is full (default {CLI_MAX_NEW_TOKENS}, "
                         "fewer if the context has less room after the prompt)")
@@ -62,6 +63,12 @@ def parser():
     return p
 
 
+class Given(argparse.Action):  # stores the value, and that the user gave it: `args.given` holds its dest
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
 def _version():
     try:
         return version("minineo")
@@ -78,7 +85,7 @@ def new_tokens(args, prompt_tokens, context):  # -> how many tokens to generate 
             return context // 2
         raise MinineoError(f"-n -1 generates until the context is full, but the prompt's {prompt_tokens} tokens "
                            f"already fill the model's context of {context}; --truncate keeps the prompt's end")
-    if args.max_new_tokens is not None:   # the user's own count: generate() checks it and says what is wrong
+    if "max_new_tokens" in getattr(args, "given", ()):   # the user's own count: generate() checks it
         return args.max_new_tokens
     if 0 < room < CLI_MAX_NEW_TOKENS:   # a default must not be why a call fails: generate what fits
         print(f"minineo: generating {room} tokens, the room the prompt's {prompt_tokens} tokens leave in the "
