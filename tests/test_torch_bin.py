@@ -204,12 +204,10 @@ def test_quantize_takes_a_bin_source(tmp_path):
 ])
 def test_hub_downloads_bin_files_only_without_safetensors(monkeypatch, tmp_path, files, wants_bin):
     import huggingface_hub
-    from types import SimpleNamespace
     from minineo.weights import hub
 
     asked = {}
-    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, timeout: SimpleNamespace(
-        siblings=[SimpleNamespace(rfilename=name) for name in files]))
+    monkeypatch.setattr(hub, "hub_files", lambda repo_id: files)
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
                         lambda repo_id, allow_patterns: asked.setdefault("patterns", allow_patterns) and str(tmp_path))
     assert hub.download("someone/gpt-neo-finetune", "someone/gpt-neo-finetune:") == tmp_path

@@ -9,8 +9,11 @@ A name is read in this order, so that a typo in a path is never sent to the Hub:
   4. a Hub id, `owner/name`: downloaded, or found in huggingface_hub's cache when the Hub cannot be
      reached. It could also have been a mistyped directory, so its error says both.
 """
+import json
 import re
 import shlex
+import urllib.error
+import urllib.request
 from pathlib import Path, PureWindowsPath
 
 from ..errors import MinineoError
@@ -75,33 +78,40 @@ def download_command(repo_id):  # -> the `hf download` line that fetches what mi
     return f"hf download {repo_id} {include(NEEDED_FILES)} --local-dir {folder}", folder
 
 
+def hub_files(repo_id):  # -> the names of the files in Hub repository repo_id: one request, at most HUB_TIMEOUT_S
+    # urllib, not huggingface_hub: huggingface_hub retries five times, and first asks the Hub for its
+    # registry of AI agents (3 s more on a network that drops packets). The proxy variables apply.
+    from huggingface_hub import constants, get_token
+    token = get_token()
+    request = urllib.request.Request(f"{constants.ENDPOINT}/api/models/{repo_id}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as response:
+        return [sibling["rfilename"] for sibling in json.load(response).get("siblings") or []]
+
+
 def download(repo_id, what):
     """The local snapshot of Hub repository repo_id, downloaded if needed. `what` starts every error
     (the name as the user typed it)."""
     try:
-        from huggingface_hub import HfApi, snapshot_download
-        from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+        from huggingface_hub import constants, snapshot_download
     except ImportError:
         raise MinineoError(f"{what} huggingface_hub is not installed to download it "
                            "(pip install huggingface_hub)") from None
-    try:   # ask the Hub which files exist, so that only one copy of the weights is downloaded
-        files = [s.rfilename for s in HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S).siblings or []]
-    except GatedRepoError:
-        raise MinineoError(f"{what} {repo_id} on the Hugging Face Hub is gated: accept its terms on "
-                           "huggingface.co, then log in with `hf auth login`") from None
-    except RepositoryNotFoundError:
-        raise MinineoError(f"{what} the Hugging Face Hub has no model {repo_id} "
-                           "(a private one needs `hf auth login`)") from None
-    except OfflineModeIsEnabled:
+    if constants.HF_HUB_OFFLINE:
         return cached(repo_id, what, "the Hugging Face Hub is not asked (HF_HUB_OFFLINE is set)")
-    except HfHubHTTPError as e:
-        return cached(repo_id, what, f"the Hugging Face Hub answered {first_line(e)}")
+    try:   # ask the Hub which files exist, so that only one copy of the weights is downloaded
+        files = hub_files(repo_id)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 404):   # the Hub answers 401 for a repository it does not show to this user
+            raise MinineoError(f"{what} the Hugging Face Hub has no model {repo_id} "
+                               "(a private one needs `hf auth login`)") from None
+        return cached(repo_id, what, f"the Hugging Face Hub answered HTTP {e.code}")
     except Exception as e:   # no network, no DNS, a timeout, a proxy that refuses: all "cannot be reached"
         return cached(repo_id, what, f"the Hugging Face Hub cannot be reached ({first_line(e)})")
     patterns = NEEDED_FILES if any(name.endswith(".safetensors") for name in files) else NEEDED_FILES + TORCH_FILES
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as e:   # the connection dropped, the disk is full, ...
+    except Exception as e:   # the connection dropped, the disk is full, a gated model, ...
         raise MinineoError(f"{what} downloading {repo_id} from the Hugging Face Hub failed ({first_line(e)})") from None
 
 
@@ -120,5 +130,5 @@ def cached(repo_id, what, hub_said):
 
 
 def first_line(error):  # an exception from huggingface_hub or the network, shortened to one line
-    text = str(error).strip()
+    text = str(getattr(error, "reason", error)).strip()   # urllib's URLError wraps the socket's error
     return text.splitlines()[0][:160] if text else type(error).__name__
