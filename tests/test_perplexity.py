@@ -93,6 +93,18 @@ def test_logits_made_a_few_rows_at_a_time(tiny, monkeypatch):
     assert_same_perplexity(score_tokens(ours, ids, 32, 10), guide_perplexity(ref, ids, 32, 10), "3 rows at a time")
 
 
+@pytest.mark.parametrize("loss", [math.nan, math.inf])
+def test_a_non_finite_window_stops_with_its_name(tiny, monkeypatch, loss):
+    # never averaged into the result: the third of the windows (begin 16, end 48) is named
+    ours, _ = tiny
+    real = perplexity_module.window_nll
+    monkeypatch.setattr(perplexity_module, "window_nll",
+                        lambda model, ids, begin, end, first: loss if begin == 16 else real(model, ids, begin, end, first))
+    ids = np.random.default_rng(2).integers(0, 300, 60)
+    with pytest.raises(MinineoError, match=r"window 3 of 5 \(tokens 16\.\.47\): the model computed NaN or inf values"):
+        score_tokens(ours, ids, 32, 8)
+
+
 def test_each_token_after_the_first_scored_once():
     for n in (2, 5, 31, 64, 65, 100):
         for context in (2, 3, 16, 64):

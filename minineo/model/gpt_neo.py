@@ -67,14 +67,15 @@ class GPTNeo:
     def new_cache(self, batch_size=1):
         return Cache(self.config, batch_size)
 
-    def check_finite(self, values):  # values computed by this model -> values, or a MinineoError saying why not
+    def check_finite(self, values, where=""):  # values computed by this model -> values, or a MinineoError saying why not
         # NaN or inf in a checkpoint would otherwise come out as junk text or a perplexity of nan.
+        # where: what the values belong to, for the message ("window 3 of 7 (tokens 512..2559): ").
         if np.isfinite(values).all():
             return values
         name = next((name for name, w in named_weights(self.params) if not np.isfinite(np.asarray(w)).all()), None)
         cause = (f"its weight {name} holds NaN or inf" if name else
                  "no weight holds NaN or inf, so an activation overflowed float32")
-        raise MinineoError(f"{self.source}: the model computed NaN or inf values ({cause})")
+        raise MinineoError(f"{self.source}: {where}the model computed NaN or inf values ({cause})")
 
     def _check(self, ids, attention_mask, cache):
         ids = check_token_ids(ids, self.config.vocab_size)

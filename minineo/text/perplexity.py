@@ -74,7 +74,7 @@ def window_nll(model, ids, begin, end, first):  # -> float: the total over ids[f
     h = model.forward(ids[begin:end - 1])[first - 1 - begin:]   # [T - 1, d] -> [n, d]
     targets = ids[first:end]                                      # [n]
     # Logits only for the scored positions: the LM head (d x V) costs more than a block per token.
-    return sum(float(token_nll(model.check_finite(model.logits(h[i:i + LOGIT_ROWS])), targets[i:i + LOGIT_ROWS]).sum())
+    return sum(float(token_nll(model.logits(h[i:i + LOGIT_ROWS]), targets[i:i + LOGIT_ROWS]).sum())
                for i in range(0, len(targets), LOGIT_ROWS))
 
 
@@ -86,8 +86,11 @@ def score_tokens(model, ids, context=None, stride=None, progress=None):
     context, stride = _check(model, ids, context, stride)
     spans = windows(len(ids), context, stride)
     nll = 0.0   # a Python float: the sum runs in float64
-    for done, span in enumerate(spans, 1):
-        nll += window_nll(model, ids, *span)
+    for done, (begin, end, first) in enumerate(spans, 1):
+        window = window_nll(model, ids, begin, end, first)
+        # A NaN or inf would make the perplexity nan (or 0, or inf) with no trace of where it came from.
+        model.check_finite(window, where=f"window {done} of {len(spans)} (tokens {begin}..{end - 1}): ")
+        nll += window
         if progress is not None:
             progress(done, len(spans))
     return Score(nll, sum(end - first for _, end, first in spans), len(spans), context, stride)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import MinineoError
 from ..fast.int8 import Int8Weight, quantize
-from .safetensors_io import shown
+from .files import shown
 from .shards import open_checkpoint
 
 # Buffers that older transformers saved beside the weights (the causal mask and its fill value):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MinineoError, is_int
-from .safetensors_io import json_kind, read_small_file
+from .files import json_kind, read_small_file
 
 ATTENTION_KINDS = ("global", "local")
 

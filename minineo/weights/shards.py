@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from ..errors import MinineoError
-from .safetensors_io import SafetensorsFile, read_small_file, shown
+from .files import read_small_file, shown
+from .safetensors_io import SafetensorsFile
 from .torch_bin import TorchBinFile
 
 MAX_INDEX_BYTES = 100_000_000   # an index lists each tensor once: 2.7B's is 30 KB

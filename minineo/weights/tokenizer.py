@@ -12,7 +12,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from ..errors import MinineoError
-from .safetensors_io import open_regular_file
+from .files import open_regular_file
 
 EOS = "<|endoftext|>"
 GPT2_BPE = Path(__file__).parent.parent / "data" / "gpt2-bpe"

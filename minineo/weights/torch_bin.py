@@ -19,7 +19,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import MinineoError, is_int
-from .safetensors_io import DTYPES, SafetensorsFile, open_regular_file
+from .files import open_regular_file
+from .safetensors_io import DTYPES, SafetensorsFile
 
 # The legacy storage classes torch pickles by name, as safetensors dtype names.
 STORAGE_DTYPES = {

@@ -1,0 +1,1 @@
+"""python -m minineo.check: see minineo/commands/check.py."""
