@@ -2,8 +2,9 @@
 
 - Python snippets run one after another in one fresh interpreter, sharing their variables, as if
   pasted into one session in the README's order. Each shell command line runs in bash, on its own.
-- They run in a scratch directory where `text.txt` (the text the perplexity snippets score, as a
-  reader would have their own) holds the opening of The Tempest, the bundled model's held-out play.
+- They run in a scratch directory, which is also their HOME, where `text.txt` (the text the
+  perplexity snippets score, as a reader would have their own) holds the opening of The Tempest,
+  the bundled model's held-out play.
 - A model on the Hugging Face Hub (`-m 2.7B`, `--model owner/name`, `model="owner/name"`) is
   replaced by the bundled model when it is not in huggingface_hub's cache (this machine is offline),
   and the test prints each such change.
@@ -103,11 +104,14 @@ def scratch(tmp_path_factory):
     return directory
 
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+@pytest.fixture(scope="module")
+def env(scratch):  # the scratch directory is also HOME, so that a snippet writing to ~ writes there
+    from huggingface_hub import constants
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(scratch), "HF_HOME": constants.HF_HOME}
 
 
 @pytest.mark.parametrize("command, skip", shell_lines())
-def test_shell_snippet_runs(scratch, command, skip):
+def test_shell_snippet_runs(scratch, env, command, skip):
     if skip:
         print(f"not run ({skip}): {command}")
         return
@@ -115,7 +119,7 @@ def test_shell_snippet_runs(scratch, command, skip):
     print("\n".join([f"README: {command}", *notes, f"ran: {runnable}"]))
     if runnable is None:
         return
-    done = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, cwd=scratch, env=ENV,
+    done = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, cwd=scratch, env=env,
                           timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0 and "Traceback" not in done.stderr, \
         f"`{runnable}` exited {done.returncode}\nstdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-3000:]}"
@@ -135,7 +139,7 @@ for line, code in json.load(sys.stdin):
 """
 
 
-def test_python_snippets_run_in_order(scratch):
+def test_python_snippets_run_in_order(scratch, env):
     blocks, notes = [], []
     for language, line, code, skip in snippets():
         if language == "python" and skip:
@@ -147,7 +151,7 @@ def test_python_snippets_run_in_order(scratch):
     print("\n".join(notes))
     assert blocks, "no python snippet found: did the README's fences change?"
     done = subprocess.run([sys.executable, "-c", RUN_BLOCKS], input=json.dumps(blocks), capture_output=True, text=True,
-                          cwd=scratch, env=ENV, timeout=300)
+                          cwd=scratch, env=env, timeout=300)
     print(done.stderr[-4000:])
     assert done.returncode == 0, f"{done.stderr[-4000:]}"
 
