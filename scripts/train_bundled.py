@@ -282,12 +282,13 @@ class CorpusCrossEntropy(torch.autograd.Function):
     The [tokens, corpus vocabulary] logits (300 MB in float32 for a batch) made every elementwise pass of
     an ordinary softmax run at memory speed: over a third of each step. This computes them `rows` at a
     time while they are still in cache, and takes the gradient there too (softmax minus one-hot), so the
-    backward pass only scales what the forward pass saved. Products in bfloat16, as autocast would run them.
+    backward pass only scales what the forward pass saved. Products in `dtype`: bfloat16, as autocast would
+    run them, unless the caller asks for another.
     """
 
     @staticmethod
-    def forward(ctx, h, w, target, log_unused, rows=128):   # h [N, d], w [V, d], target [N] -> []
-        hb, wb = h.to(torch.bfloat16), w.to(torch.bfloat16)
+    def forward(ctx, h, w, target, log_unused, rows=128, dtype=torch.bfloat16):   # h [N, d], w [V, d], target [N] -> []
+        hb, wb = h.to(dtype), w.to(dtype)
         grad_h, grad_w = torch.empty_like(h), torch.zeros_like(w)
         total = h.new_zeros((), dtype=torch.float32)
         for s in range(0, len(h), rows):
@@ -297,7 +298,7 @@ class CorpusCrossEntropy(torch.autograd.Function):
             total += (lse - logits.gather(1, t[:, None])[:, 0]).sum()
             p = logits.sub_(lse[:, None]).exp_()                                       # softmax, in place
             p[torch.arange(len(t), device=p.device), t] -= 1
-            g = p.to(torch.bfloat16)
+            g = p.to(dtype)
             grad_h[s:s + rows] = g @ wb
             grad_w += g.T @ hb[s:s + rows]
         ctx.save_for_backward(grad_h, grad_w)
@@ -307,7 +308,7 @@ class CorpusCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_loss / len(grad_h)
-        return grad_h * scale, grad_w * scale, None, None, None
+        return grad_h * scale, grad_w * scale, None, None, None, None
 
 
 class CorpusSoftmax:
@@ -346,9 +347,9 @@ def recipe(args):
     return {k: str(getattr(args, k)) if k == "init" else getattr(args, k) for k in RECIPE_KEYS}
 
 
-def save_checkpoint(path, model, opt, gen, step, curve, best, args):
+def save_checkpoint(path, model, opt, gen, step, curve, best, recipe):
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
-             "curve": curve, "best": best, "recipe": recipe(args),
+             "curve": curve, "best": best, "recipe": recipe,
              "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,12 +358,13 @@ def save_checkpoint(path, model, opt, gen, step, curve, best, args):
     os.replace(tmp, path)   # atomic: an interruption leaves the previous checkpoint whole
 
 
-def resume(path, model, opt, gen, args):
-    """Load the checkpoint if it belongs to this recipe; return (next step, curve, best weights so far)."""
+def resume(path, model, opt, gen, recipe):
+    """Load the checkpoint if it belongs to `recipe` (a dict of the flags that shape the run); return
+    (next step, curve, best weights so far)."""
     if not path.exists():
         return 1, [], None
     state = torch.load(path, map_location=model.device, weights_only=False)
-    if state["recipe"] != recipe(args):
+    if state["recipe"] != recipe:
         sys.exit(f"{path} was written by another recipe ({state['recipe']}); use another --work to start afresh")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
@@ -380,7 +382,7 @@ def train(model, train_ids, val_ids, heldout_ids, args, device):
     softmax = CorpusSoftmax(model, train_ids)
     gen = torch.Generator().manual_seed(args.seed)
     checkpoint = args.work / "checkpoint.pt"
-    first, curve, best = resume(checkpoint, model, opt, gen, args)
+    first, curve, best = resume(checkpoint, model, opt, gen, recipe(args))
     if args.stop_now and first == 1:
         sys.exit(f"--stop-now: no checkpoint in {args.work} to export from")
     t0 = last_save = time.time()
@@ -412,7 +414,7 @@ def train(model, train_ids, val_ids, heldout_ids, args, device):
                 best = {"step": step, "val": val / n_val,
                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if time.time() - last_save > args.save_minutes * 60 or step == args.steps:
-            save_checkpoint(checkpoint, model, opt, gen, step, curve, best, args)
+            save_checkpoint(checkpoint, model, opt, gen, step, curve, best, recipe(args))
             last_save = time.time()
     if best is None:
         sys.exit(f"{checkpoint} was saved before the first validation: train on to step {args.eval_every}")
@@ -457,10 +459,10 @@ def plot_curve(curve, path):
     fig.savefig(path)
 
 
-def sample(model, tok, prompt, seed, device):
+def sample(model, tok, prompt, seed, device, new_tokens=200):
     torch.manual_seed(seed)
     ids = tok(prompt, return_tensors="pt").input_ids.to(device)
-    out = model.generate(ids, do_sample=True, top_k=50, temperature=0.8, max_new_tokens=200,
+    out = model.generate(ids, do_sample=True, top_k=50, temperature=0.8, max_new_tokens=new_tokens,
                          pad_token_id=EOT)
     return tok.decode(out[0])
 

@@ -1,14 +1,23 @@
 """`python -m minineo.bench` end to end on a tiny shape: it writes its checkpoints, runs each
 configuration in its own process and writes the table. No timing is asserted: only that it runs."""
+import subprocess
+import sys
+
 import pytest
 
 from minineo.commands import bench
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):   # the choices the bench measures go here, not to the user's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 def run(tmp_path, *extra):
     out = tmp_path / "bench.md"
+    # 16 MB of weights for the ceiling: seconds, not the 1 GB a real bench reads
     argv = ["--model", "tiny", "--prompt", "8,20", "--new-tokens", "3", "--runs", "2", "--threads", "1",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *extra]
+            "--cache-dir", str(tmp_path / "cache"), "--ceiling-mb", "16", "--out", str(out), *extra]
     assert bench.main(argv) == 0
     return out.read_text()
 
@@ -16,15 +25,18 @@ def run(tmp_path, *extra):
 def test_tiny_shape_end_to_end(tmp_path):
     text = run(tmp_path, "--dtype", "fp32,int8", "--threads", "1,2", "--batch", "1,4")
     print(text)
-    assert text.startswith("Machine: ") and "NumPy" in text and "cores" in text
+    assert text.startswith("CPU: ") and "NumPy" in text and "cores, L2 " in text and ", L3 " in text
+    assert "GB/s with 1 thread, " in text and "GB/s with 2 threads" in text and "2 threads: decode=" in text
     assert ("| model | threads | engine | dtype | load s | prefill 8 tok/s | prefill 20 tok/s | decode tok/s "
-            "| decode x4 tok/s | peak RSS GB |") in text
+            "| decode % of ceiling | decode x4 tok/s | decode x4 % of ceiling | peak RSS GB |") in text
     rows = [line for line in text.splitlines() if line.startswith("| tiny |")]
     assert [row.split(" | ")[1:4] for row in rows] == [["1", "minineo", "fp32"], ["1", "minineo", "int8"],
                                                        ["2", "minineo", "fp32"], ["2", "minineo", "int8"]]
     for row in rows:
-        numbers = [float(cell) for cell in row.strip("| ").split(" | ")[4:]]
-        assert len(numbers) == 6 and all(n > 0 for n in numbers), row
+        cells = row.strip("| ").split(" | ")[4:]
+        numbers = [float(cell.rstrip("%")) for cell in cells]   # % of the ceiling: a tiny model reads ~0%
+        assert len(numbers) == 8 and all(n > 0 or cell.endswith("%") for n, cell in zip(numbers, cells)), row
+        assert [cell.endswith("%") for cell in cells] == [False] * 4 + [True, False, True, False], row
     assert (tmp_path / "cache" / "tiny-fp32" / "model.safetensors").exists()
     assert (tmp_path / "cache" / "tiny-int8" / "config.json").exists()
 
@@ -53,3 +65,49 @@ def test_bad_arguments(argv, tmp_path):
     with pytest.raises(SystemExit) as e:
         bench.main(["--model", "tiny", "--cache-dir", str(tmp_path), *argv])
     assert e.value.code == 2
+
+
+def one_error_line(capsys):  # -> the bench's stderr, checked to end in one `minineo: error:` line, no traceback
+    err = capsys.readouterr().err
+    print(err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("minineo: error: "), err
+    return err.strip().splitlines()[-1]
+
+
+def test_a_failed_run_ends_with_one_line_saying_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure_machine", lambda threads, megabytes: {})
+    broken = bench.checkpoint("tiny", "fp32", tmp_path / "cache") / "model.safetensors"
+    broken.write_bytes(broken.read_bytes()[:1000])   # cut short: the run's load fails
+    with pytest.raises(AssertionError):
+        run(tmp_path, "--dtype", "fp32")
+    line = one_error_line(capsys)
+    assert line.startswith("minineo: error: the minineo fp32 run of tiny failed (exit code 1: ") and "model.safetensors" in line
+
+
+def test_ctrl_c_ends_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure_machine", lambda threads, megabytes: {})
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench, "run_child", interrupted)
+    argv = ["--model", "tiny", "--dtype", "fp32", "--cache-dir", str(tmp_path / "cache")]
+    assert bench.main(argv) == 130
+    assert one_error_line(capsys) == "minineo: error: interrupted (Ctrl-C); no table written"
+
+
+def test_unknown_model_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", "13B", "--cache-dir", str(tmp_path)])
+    assert e.value.code == 2
+    assert one_error_line(capsys).startswith("minineo: error: argument --model: expected a comma-separated list "
+                                              "of 125M, 1.3B, 2.7B, tiny, got '13B'")
+
+
+def test_the_bench_imports_without_unix_only_modules():
+    # Windows has no `resource`: the bench imports, and peak memory comes another way or is "n/a".
+    code = ("import sys; sys.modules['resource'] = None\n"
+            "import minineo.commands.bench, minineo.commands.measure_configuration as m\n"
+            "print(m.peak_memory_bytes())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None" or int(out) > 0, out
+    assert bench.gb(None) == "n/a"

@@ -1,5 +1,6 @@
 """minineo.fast computes the same products as the plain `x @ w.T`: every weight kind, 1, 2 and 3
-threads, whatever the machine's core count, and whether or not a product is split into tiles."""
+threads, whatever the machine's core count, each way of computing a product that choices.py can
+pick (forced one by one), whether or not a product is split into tiles."""
 import ctypes
 import subprocess
 import sys
@@ -9,16 +10,36 @@ import pytest
 
 import minineo
 from conftest import assert_close
-from minineo.fast import Int8Weight, TiledWeight, int8, quantize, threads
+from minineo.fast import Int8Weight, TiledWeight, choices, quantize, threads
 from minineo.model.linear import linear
 from minineo.model.mlp import gelu_new
+
+
+# Every way choices.py can pick, each forced in turn. int8_tile_kib=64: 14-row tiles when in = 1100.
+EVERY_CHOICE = {
+    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64",
+    "tiles matmul": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64",
+    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64",
+    "tiles dot x16, 1 KiB int8 tiles": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,int8_tile_kib=1",
+}
+
+
+def force(monkeypatch, text):  # MININEO_CHOICES=text for this test, and forget what was chosen before
+    monkeypatch.setenv(choices.ENV, text)
+    choices.forget()
+
+
+@pytest.fixture(params=list(EVERY_CHOICE))
+def every_choice(request, monkeypatch):
+    force(monkeypatch, EVERY_CHOICE[request.param])
+    yield choices.current()
+    choices.forget()
 
 
 @pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
 def n_threads(request, monkeypatch):
     # Every product is split, however small: otherwise a wrong tile offset would only show on big ones.
     monkeypatch.setattr(threads, "MIN_WORK_FOR_THREADS", 0)
-    monkeypatch.setattr(int8, "TILE_BYTES", 4 * 1100 * 100)   # int8 decode: 100-row tiles, even on 1 thread
     threads.set_threads(request.param)
     yield request.param
     threads.set_threads(None)
@@ -26,7 +47,7 @@ def n_threads(request, monkeypatch):
 
 @pytest.mark.parametrize("m", [1, 3, 40], ids=["decode: 1 row", "3 rows", "prefill: 40 rows"])
 @pytest.mark.parametrize("kind", ["float32", "int8"])
-def test_tiled_product_equals_x_at_w_transposed(n_threads, m, kind):
+def test_tiled_product_equals_x_at_w_transposed(n_threads, every_choice, m, kind):
     rng = np.random.default_rng(m)
     # 301 rows do not divide into equal tiles, for any thread count
     w = rng.standard_normal((301, 1100), dtype=np.float32)
@@ -39,17 +60,77 @@ def test_tiled_product_equals_x_at_w_transposed(n_threads, m, kind):
     # Against the exact (float64) product: a float32 reference rounds too, so the two float32 results can
     # differ by twice what either is off by (1.07e-4 on Zen 5's OpenBLAS kernels, each ~7e-5 from exact).
     exact = x.astype(np.float64) @ dense.T.astype(np.float64) + b
-    assert_close(ours, exact, f"{kind}, {n_threads} threads, {m} rows", tol=1e-4)
+    assert_close(ours, exact, f"{kind}, {n_threads} threads, {m} rows, {every_choice}", tol=1e-4)
 
 
-def test_int8_tiles_are_the_kernel_not_one_big_conversion(monkeypatch):
+def spy(monkeypatch, cls, name):  # -> the list of (args) each call of cls.name gets, the call still made
+    calls, real = [], getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda self, *args: (calls.append(args), real(self, *args))[1])
+    return calls
+
+
+@pytest.mark.parametrize("kib, rows", [(640, 64), (2048, 204)])
+def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
+    force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib}")
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
-    calls = []
-    real = Int8Weight.tile_product
-    monkeypatch.setattr(Int8Weight, "tile_product", lambda self, x2, r0, r1, out: (calls.append(r1 - r0), real(self, x2, r0, r1, out)))
+    calls = spy(monkeypatch, Int8Weight, "tile_product")
     w.matmul_t(np.ones((1, 2560), np.float32))
-    assert len(calls) > 1 and max(calls) * 2560 * 4 <= int8.TILE_BYTES, calls
+    sizes = {r1 - r0 for x2, r0, r1, out, form in calls}
+    assert sizes == {rows, 10240 % rows} - {0} and {form for *_, form in calls} == {"dot"}, sizes
+
+
+@pytest.mark.parametrize("text, whole, form", [
+    ("decode=blas,prefill=tiles,tile_form=dot", {1: True, 40: False}, "dot"),
+    ("decode=tiles,prefill=blas,tile_form=matmul", {1: False, 40: True}, "matmul"),
+])
+def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
+    # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
+    force(monkeypatch, text + ",tiles_per_thread=4,int8_tile_kib=64")
+    threads.set_threads(2)
+    try:
+        w = TiledWeight(np.ones((4096, 1024), np.float32))
+        for m, by_blas in whole.items():
+            calls = spy(monkeypatch, TiledWeight, "tile_product")
+            w.matmul_t(np.ones((m, 1024), np.float32))
+            forms = {f for *_, f in calls}
+            assert (not calls) if by_blas else forms == {form if m == 1 else "matmul"}, (m, forms)
+            assert by_blas or len(calls) == 8, len(calls)   # 4 tiles per thread
+            monkeypatch.undo()
+            force(monkeypatch, text + ",tiles_per_thread=4,int8_tile_kib=64")
+    finally:
+        threads.set_threads(None)
+
+
+@pytest.mark.parametrize("text, message", [("decode=fast", "decode must be one of blas, tiles"),
+                                           ("tiles=4", "unknown choice 'tiles'"),
+                                           ("int8_tile_kib=0", "int8_tile_kib must be an integer >= 1")])
+def test_forcing_a_choice_that_does_not_exist_is_one_clear_error(text, message):
+    with pytest.raises(minineo.MinineoError, match=message):
+        choices.forced_choices(text)
+
+
+def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
+    force(monkeypatch, EVERY_CHOICE["tiles dot"])
+    monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
+    assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
+                                                tiles_per_thread=1, int8_tile_kib=64)
+
+
+def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
+    # What a calibration wrote for this CPU is used, per thread count; a forced choice overrides it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
+    two = choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=512, prefill="tiles")
+    choices.write_cached(2, two, {"ceiling_gb_per_s": 30.0})
+    choices.write_cached(1, choices.Choices(int8_tile_kib=2048), {"ceiling_gb_per_s": 15.0})
+    assert choices.cache_path().is_relative_to(tmp_path)
+    force(monkeypatch, "")
+    assert choices.choose(2) == two and choices.choose(1) == choices.Choices(int8_tile_kib=2048)
+    force(monkeypatch, "decode=blas")
+    assert choices.choose(2) == choices.Choices(decode="blas", tile_form="dot", tiles_per_thread=16,
+                                                int8_tile_kib=512, prefill="tiles")
+    assert choices.read_measured(1) == {"ceiling_gb_per_s": 15.0}
 
 
 def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
@@ -63,7 +144,7 @@ def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
         threads.set_threads(None)
 
 
-def test_fast_model_equals_plain_model(n_threads):
+def test_fast_model_equals_plain_model(n_threads, every_choice):
     from conftest import text_checkpoint
     import tempfile
     with tempfile.TemporaryDirectory() as directory:
@@ -73,7 +154,7 @@ def test_fast_model_equals_plain_model(n_threads):
             fast, plain = minineo.load(directory, int8=int8), minineo.load(directory, int8=int8, fast=False)
             if not int8:
                 assert isinstance(plain.params["blocks"][0]["mlp"]["c_fc"]["w"], np.ndarray)
-            assert_close(fast(ids), plain(ids), f"fast vs plain, int8={int8}", tol=1e-4)
+            assert_close(fast(ids), plain(ids), f"fast vs plain, int8={int8}, {every_choice}", tol=1e-4)
 
 
 def test_gelu_new_values():
@@ -108,3 +189,25 @@ def test_fast_load_keeps_freed_memory_in_the_process():
                                      check=True).stdout) for mode in ("default", "fast")}
     print(f"free heap bytes after a 20 MiB temporary: {kept}")
     assert kept["fast"] >= 20 * 2**20 > kept["default"], kept
+
+
+def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
+    # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
+    # must keep exactly those winners (and the best fp32 speed as the ceiling).
+    from minineo.fast import calibrate
+    fastest = {"tiles dot x16": 1.0, 1024: 1.0, "tiles": 1.0}   # every other candidate takes 2 s
+
+    def made_up(candidates, one_pass, passes=calibrate.PASSES):
+        return {label: fastest.get(label, 2.0) for label in candidates}
+    monkeypatch.setattr(calibrate, "timed_passes", made_up)
+    threads.set_threads(2)
+    try:
+        chosen, measured = calibrate.measure(2, nbytes=1)
+    finally:
+        threads.set_threads(None)
+    assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
+                                     prefill="tiles"), chosen
+    one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
+    assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9
+    assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")
+                                                                for k in (1, 4, 16)}

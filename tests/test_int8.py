@@ -4,7 +4,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from minineo.errors import MinineoError
-from minineo.fast import int8, threads
+from minineo.fast import choices, int8, threads
 from minineo.fast.int8 import Int8Weight, quantize
 
 
@@ -15,10 +15,23 @@ def n_threads(request):
     threads.set_threads(None)
 
 
+def force(monkeypatch, int8_tile_kib):   # every choice forced: the tests never wait for a measurement
+    monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
+                                    f"int8_tile_kib={int8_tile_kib}")
+    choices.forget()
+
+
+@pytest.fixture(autouse=True)
+def default_tiles(monkeypatch):
+    force(monkeypatch, choices.Choices().int8_tile_kib)
+    yield
+    choices.forget()
+
+
 @pytest.fixture
 def small_tiles(monkeypatch):
     # Tiny tiles, so that even small test matrices span many tiles with a ragged last one.
-    monkeypatch.setattr(int8, "TILE_BYTES", 4 * 7 * 33)   # 7 rows when in = 33
+    force(monkeypatch, 1)                                  # 1 KiB: 7 rows when in = 33
     monkeypatch.setattr(int8, "PREFILL_TILE_ROWS", 5)
 
 

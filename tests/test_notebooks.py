@@ -50,6 +50,28 @@ def test_opens_with_prose_and_one_model_switch(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_opens_with_objectives_and_a_time_estimate(path):
+    first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
+    assert "**Learning objectives.**" in first, f"{path.name}: the first cell should list its learning objectives"
+    objectives = first.split("**Learning objectives.**", 1)[1].split("\n\n", 1)[0]
+    assert len(re.findall(r"^- ", objectives, re.M)) >= 2, f"{path.name}: list at least two objectives:\n{objectives}"
+    time_line = re.search(r"^\*\*Time:\*\* about \d+ minutes.*run in about \d+ s(econds)? on ", first, re.M)
+    assert time_line, f"{path.name}: say how long it takes, '**Time:** about N minutes ... run in about N s on ...'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_try_this_asks_questions_the_notebook_answers(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    try_this = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"
+                and "".join(c["source"]).startswith("## Try this")][-1]
+    questions = re.findall(r"^\d\. ", try_this, re.M)
+    assert 2 <= len(questions) <= 3, f"{path.name}: 'Try this' should ask two or three numbered questions:\n{try_this}"
+    last_code = "".join(cells[-1]["source"])
+    assert re.search(r'print\(f?"1\. ', last_code) and re.search(r'print\(f?"2\. ', last_code), \
+        f"{path.name}: the last cell should print its answers to the questions ('1. ...', '2. ...')"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_shows_the_shapes_and_ends_with_an_experiment(path):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     markdown = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"]

@@ -6,23 +6,21 @@ The weights are random, written with NumPy alone in the released models' shapes 
 ~/.cache/minineo/bench/<shape>-<dtype> (int8 through `python -m minineo.quantize`), so the
 benchmark needs no download and no PyTorch. Speed does not depend on the weights' values.
 
-Every run of every configuration (model shape x engine x dtype) is a fresh Python process, so that
-its peak resident memory (ru_maxrss) is its own, and the configurations take turns run by run, so
-that a machine that gets busier or quieter meanwhile slows them all alike. In each process:
-- load: the time to open the checkpoint (after the first run, from the page cache);
-- prefill: one forward pass over a prompt of P random tokens into an empty KV cache, with logits
-  for the last position only, as generation needs; P / seconds;
-- decode: after the first prompt, --new-tokens greedy steps of one token each, with the KV cache;
-  only the steps are timed; tokens / seconds;
-after one untimed warm-up that reads every weight once. The table gives the median over --runs
-processes of each figure, and the largest peak memory.
+First the bench measures this machine (`python -m minineo.calibrate` for each thread count): its
+memory-bandwidth ceiling, the fastest fp32 matrix-vector product over weights larger than the
+last-level cache, and the way of multiplying that minineo then uses here (minineo/fast/choices.py).
+Every run of every configuration (model shape x engine x dtype) is then a fresh Python process
+(minineo/commands/measure_configuration.py says what it measures), so that its peak resident
+memory is its own, and the configurations take turns run by run, so that a machine that gets busier
+or quieter meanwhile slows them all alike. The table names the CPU and gives the median over --runs
+processes of each figure, the largest peak memory, and each decode speed as a fraction of the
+ceiling (the weights a step reads, per second, against the bandwidth measured).
 """
 import argparse
 import importlib.util
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -32,21 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..weights.config import PRESETS, Config
 from ..errors import MinineoError
+from ..fast import choices as chosen
+from ..fast.cpu import cache_bytes
+from ..weights.config import PRESETS, Config
 from .common import Parser, run_command
+from .measure_configuration import SEED
 
 TINY = Config(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
               window_size=16, attention_layers=("global", "local"), max_position_embeddings=2048,
               eos_token_id=511)
 SHAPES = {**PRESETS, "tiny": TINY}   # "tiny" is for the tests: seconds, not minutes
-SEED = 0
-ENGINES = ("minineo", "transformers")
 
 
 def default_cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "minineo" / "bench"
+    return chosen.cache_home() / "bench"
 
 
 # --- the checkpoints ------------------------------------------------------------------------------
@@ -74,114 +72,41 @@ def checkpoint(shape, dtype, cache_dir):
 
 # --- one configuration, in a child process ----------------------------------------------------------
 
-def prompt_ids(vocab_size, length):  # the same random prompt for every engine: [1, length]
-    return np.random.default_rng(SEED).integers(0, vocab_size, (1, length))
+def child(module, *argv):
+    """Run `python -m module argv` in a fresh process -> its stdout; a failure -> MinineoError with the
+    last line it wrote to stderr (its `minineo: error: ...`, or the exception line of a traceback)."""
+    done = chosen.run_module(module, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = ([line for line in done.stderr.splitlines() if line.strip()] or ["(nothing on stderr)"])[-1]
+        raise MinineoError(f"exit code {done.returncode}: {last.removeprefix('minineo: error: ')}")
+    return done.stdout
 
 
-class Minineo:
-    def __init__(self, path, threads):
-        from ..fast.threads import set_threads
-        set_threads(threads)
-        self.path = path
-
-    def load(self):
-        from ..weights import load
-        self.model = load(self.path)
-        return self.model.config.vocab_size
-
-    def prefill(self, ids):  # -> the cache, and the greedy next token [1, 1]
-        cache = self.model.new_cache(len(ids))
-        h = self.model.forward(ids, cache=cache)
-        return cache, self.model.logits(h[:, -1]).argmax(-1)[:, None]
-
-    def step(self, cache, token):
-        h = self.model.forward(token, cache=cache)
-        return self.model.logits(h[:, -1]).argmax(-1)[:, None]
+def run_child(spec):  # one configuration's run -> its result
+    try:
+        out = child("minineo.commands.measure_configuration", json.dumps(spec))
+    except MinineoError as e:
+        raise MinineoError(f"the {spec['engine']} {spec['dtype']} run of {spec['shape']} failed ({e})") from None
+    return json.loads(out.strip().splitlines()[-1])
 
 
-class Transformers:
-    def __init__(self, path, threads):
-        import torch
-        import transformers
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        torch.set_num_threads(threads)
-        self.torch, self.transformers, self.path = torch, transformers, path
-
-    def load(self):
-        model = self.transformers.GPTNeoForCausalLM.from_pretrained(self.path, dtype=self.torch.float32)
-        self.model = model.eval()
-        return self.model.config.vocab_size
-
-    def prefill(self, ids):
-        with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.from_numpy(ids), use_cache=True, logits_to_keep=1)
-        return out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-
-    def step(self, cache, token):
-        with self.torch.inference_mode():
-            out = self.model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1].argmax(-1, keepdim=True)
-
-
-def timed(fn, *args):
-    started = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - started, result
-
-
-def run_configuration(engine, path, threads, prompts, new_tokens, batches):
-    """Everything measured in one run of one configuration, as a dict; runs in its own process."""
-    runner = (Minineo if engine == "minineo" else Transformers)(path, threads)
-    load_s, vocab_size = timed(runner.load)
-    ids = {p: prompt_ids(vocab_size, p) for p in prompts}
-
-    cache, token = runner.prefill(ids[prompts[0]][:, :8])   # warm-up: reads every weight once
-    runner.step(cache, token)
-    prefill, decode, tokens = {}, {}, []
-    for p in prompts:
-        seconds, (cache, token) = timed(runner.prefill, ids[p])
-        prefill[str(p)] = p / seconds
-    for b in batches if new_tokens else []:
-        # b copies of the first prompt decode together: each step reads every weight once for all b rows
-        cache, token = runner.prefill(np.repeat(ids[prompts[0]], b, axis=0))
-        started, row0 = time.perf_counter(), []
-        for _ in range(new_tokens):
-            row0.append(int(token[0, 0]))
-            token = runner.step(cache, token)
-        decode[str(b)] = b * new_tokens / (time.perf_counter() - started)
-        tokens = tokens or row0
-    return {"load_s": load_s, "prefill": prefill, "decode": decode, "tokens": tokens,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "versions": versions(engine)}
+def measure_machine(threads, megabytes=None):
+    """The bandwidth ceiling and the choices for each thread count, measured now (and kept for minineo's runs)."""
+    try:
+        child("minineo.calibrate", "--threads", ",".join(map(str, threads)),
+              *(["--megabytes", str(megabytes)] if megabytes else []))
+    except MinineoError as e:
+        raise MinineoError(f"measuring this machine failed ({e})") from None
+    return {t: {"measured": chosen.read_measured(t), "choices": chosen.read_cached(t)} for t in threads}
 
 
 def summarise(runs):  # the per-run results of one configuration -> medians (memory: the largest)
+    peaks = [r["peak_rss_bytes"] for r in runs if r["peak_rss_bytes"] is not None]
     return {"load_s": statistics.median(r["load_s"] for r in runs),
             "prefill": {p: statistics.median(r["prefill"][p] for r in runs) for p in runs[0]["prefill"]},
             "decode": {b: statistics.median(r["decode"][b] for r in runs) for b in runs[0]["decode"]},
-            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
+            "peak_rss_bytes": max(peaks) if peaks else None, "weight_bytes": runs[0]["weight_bytes"],
             "tokens": runs[0]["tokens"], "versions": runs[0]["versions"]}
-
-
-def versions(engine):
-    if engine == "transformers":
-        import torch
-        import transformers
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
-    return {}
-
-
-def run_child(spec):
-    """Run one configuration in a fresh Python process; its JSON result is its last line of output."""
-    command = [sys.executable, "-m", "minineo.bench", "--child", json.dumps(spec)]
-    root = str(Path(__file__).resolve().parent.parent)   # this minineo, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
-    if done.returncode:
-        raise MinineoError(f"the {spec['engine']} {spec['dtype']} run of {spec['shape']} failed "
-                         f"(exit code {done.returncode}); its errors are printed above")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- the machine and the table ------------------------------------------------------------------
@@ -189,21 +114,13 @@ def run_child(spec):
 def machine():
     from threadpoolctl import threadpool_info
 
-    from ..fast.threads import physical_cores
+    from ..fast.cpu import describe
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernels)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
     coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    return {"cpu": cpu, "cores": physical_cores(), "logical_cpus": os.cpu_count(), "memory_gib": memory / 2**30,
+    return {"cpu": describe(), "logical_cpus": os.cpu_count(), "memory_gib": memory / 2**30,
             "python": platform.python_version(), "numpy": np.__version__, "blas": ", ".join(blas) or "?",
             "openblas_env": coretype}
 
@@ -212,30 +129,52 @@ def decode_label(b):
     return "decode tok/s" if b == 1 else f"decode x{b} tok/s"
 
 
+def gb(n):
+    return "n/a" if n is None else f"{n / 1e9:.2f}"
+
+
 def table(results, info, args):
-    """The results as markdown: the machine, one row per configuration, then minineo / transformers."""
+    """The results as markdown: the CPU, its ceiling and minineo's choices, one row per configuration,
+    then minineo / transformers."""
     prompts, batches = args.prompt, [str(b) for b in args.batch]
     head = (["model", "threads", "engine", "dtype", "load s"] + [f"prefill {p} tok/s" for p in prompts]
-            + [decode_label(int(b)) for b in batches] + ["peak RSS GB"])
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores ({info['logical_cpus']} logical CPUs), "
-             f"{info['memory_gib']:.0f} GiB RAM; Python {info['python']}, NumPy {info['numpy']}, "
-             f"{info['blas']}, " + (", ".join(f"{k}={v}" for k, v in info["openblas_env"].items())
-                                     or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset") + "."]
+            + [label for b in batches for label in (decode_label(int(b)), decode_label(int(b)).replace(
+                "tok/s", "% of ceiling"))] + ["peak RSS GB"])
+    lines = [f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs), {info['memory_gib']:.0f} GiB RAM; "
+             f"Python {info['python']}, NumPy {info['numpy']}, {info['blas']}, "
+             + (", ".join(f"{k}={v}" for k, v in info["openblas_env"].items())
+                or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset") + "."]
     torch_versions = next((r["versions"] for r in results if r["engine"] == "transformers"), None)
     if torch_versions:
         lines[0] += f" transformers {torch_versions['transformers']} + torch {torch_versions['torch']} (fp32)."
+    ceilings = info["ceilings"]
+    some = next(iter(ceilings.values()))["measured"]
+    l3 = cache_bytes()[3]
+    where = ("the L3's size unknown" if l3 is None else f"more than the {l3 / 2**20:g} MiB L3" if some["weights_bytes"] > l3
+             else f"within the {l3 / 2**20:g} MiB L3: a cache's speed, not memory's")
+    lines.append(f"Bandwidth ceiling, the fastest fp32 matrix-vector product over {some['weights_bytes'] / 1e9:.2f} GB "
+                 f"of weights ({where}): "
+                 + ", ".join(f"{c['measured']['ceiling_gb_per_s']:.1f} GB/s with {t} thread{'s' * (t > 1)}"
+                             for t, c in ceilings.items())
+                 + ". minineo's choices here (minineo/fast/choices.py): "
+                 + "; ".join(f"{t} thread{'s' * (t > 1)}: " + ", ".join(f"{k}={v}" for k, v in c["choices"].__dict__.items())
+                             for t, c in ceilings.items()) + ".")
     lines.append(f"Random weights; median of {args.runs} runs, each a fresh process, the configurations "
                  f"taking turns; decode = {args.new_tokens} greedy steps after a {prompts[0]}-token prompt, "
                  f"KV cache (x B: B copies of the prompt decoded together, tokens/s counting every row); "
-                 f"peak RSS = the largest of the runs."
+                 f"% of ceiling = the bytes of weights a step reads, per second, against the ceiling with "
+                 f"the same threads; peak RSS = the largest of the runs."
                  + ("" if info.get("load_average") is None
                     else f" Load average when the runs began: {info['load_average']:.1f}."))
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        ceiling = ceilings[r["threads"]]["measured"]["ceiling_gb_per_s"] * 1e9
         cells = ([r["shape"], str(r["threads"]), r["engine"], r["dtype"], f"{r['load_s']:.2f}"]
                  + [f"{r['prefill'][str(p)]:.1f}" for p in prompts]
-                 + [f"{r['decode'][b]:.2f}" if b in r["decode"] else "" for b in batches]
-                 + [f"{r['peak_rss_bytes'] / 1e9:.2f}"])
+                 + [cell for b in batches for cell in (
+                     (f"{r['decode'][b]:.2f}", f"{100 * r['decode'][b] / int(b) * r['weight_bytes'] / ceiling:.0f}%")
+                     if b in r["decode"] else ("", ""))]
+                 + [gb(r["peak_rss_bytes"])])
         lines.append("| " + " | ".join(cells) + " |")
     ratios = ratio_rows(results, prompts, batches)
     if ratios:
@@ -261,7 +200,8 @@ def ratio_rows(results, prompts, batches):
         same = sum(a == b for a, b in zip(r["tokens"], peer["tokens"]))
         cells = ([r["shape"], str(r["threads"]), r["dtype"], f"{r['load_s'] / peer['load_s']:.2f}x"]
                  + [f"{x:.2f}x" for x in speed] + decode
-                 + [f"{r['peak_rss_bytes'] / peer['peak_rss_bytes']:.2f}x", f"{same}/{len(r['tokens'])}"])
+                 + [f"{r['peak_rss_bytes'] / peer['peak_rss_bytes']:.2f}x" if r["peak_rss_bytes"] and peer["peak_rss_bytes"]
+                    else "n/a", f"{same}/{len(r['tokens'])}"])
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -309,33 +249,32 @@ def parse_args(argv):
                         help="runs (processes) per configuration; medians are reported (default 3)")
     parser.add_argument("--compare", choices=["transformers"],
                         help="also run transformers + torch (fp32) on the same files, in the same run")
+    parser.add_argument("--ceiling-mb", type=comma_list(int, low=1, one=True), metavar="MB",
+                        help="weights read to measure the bandwidth ceiling, in MB (default: twice the L3, "
+                             "at least 256 MiB, at most 1.5 GiB)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                         help=f"where the random checkpoints are kept (default {default_cache_dir()})")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child is None:
-        for shape in args.model:
-            if max(args.prompt) + args.new_tokens > SHAPES[shape].max_position_embeddings:
-                parser.error(f"--prompt: lengths must be 1 .. {SHAPES[shape].max_position_embeddings - args.new_tokens} "
-                             f"for {shape}")
+    for shape in args.model:
+        if max(args.prompt) + args.new_tokens > SHAPES[shape].max_position_embeddings:
+            parser.error(f"--prompt: lengths must be 1 .. {SHAPES[shape].max_position_embeddings - args.new_tokens} "
+                         f"for {shape}")
     return args
 
 
 def main(argv=None):
-    return run_command(run, parse_args(argv))
+    def interrupted():   # Ctrl-C: one line, and the runs so far are not a table
+        print("minineo: error: interrupted (Ctrl-C); no table written", file=sys.stderr)
+    return run_command(run, parse_args(argv), on_interrupt=interrupted)
 
 
 def run(args):
-    if args.child is not None:
-        spec = json.loads(args.child)
-        result = run_configuration(spec["engine"], spec["path"], spec["threads"], spec["prompts"],
-                                   spec["new_tokens"], spec["batches"])
-        print(json.dumps(result))
-        return 0
     if args.compare and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
         raise MinineoError("--compare transformers needs torch and transformers installed")
 
+    log(f"measuring this machine's bandwidth ceiling and minineo's choices with {args.threads} threads")
+    ceilings = measure_machine(args.threads, args.ceiling_mb)
     results, load_average = [], os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for shape in args.model:
         configurations = [(threads, engine, dtype) for threads in args.threads
@@ -356,9 +295,8 @@ def run(args):
             log(f"{shape} {engine} {dtype}, {threads} threads: load {result['load_s']:.2f} s, prefill "
                 + ", ".join(f"{p}: {v:.1f}" for p, v in result["prefill"].items()) + " tok/s, decode "
                 + ", ".join(f"x{b}: {v:.2f}" for b, v in result["decode"].items())
-                + f" tok/s, peak RSS {result['peak_rss_bytes'] / 1e9:.2f} GB")
-    info = machine()
-    info["load_average"] = load_average
+                + f" tok/s, peak RSS {gb(result['peak_rss_bytes'])} GB")
+    info = {**machine(), "load_average": load_average, "ceilings": ceilings}
     text = table(results, info, args)
     print(text)
     if args.out:

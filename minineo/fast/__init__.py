@@ -1,10 +1,14 @@
 """Speed beside the math: the same products as minineo.model, computed faster.
 
-    tiled.py    float32 weights whose `x @ w.T` runs in tiles of rows shared by minineo's threads
-    int8.py     int8 weights with one scale per row, and their tiled product
-    threads.py  how many threads, and how they share the tiles
-    memory.py   malloc settings that keep freed memory for the next step's temporaries
-    banded.py   attention a block of queries at a time, over only the keys in view (local layers)
+    tiled.py      float32 weights whose `x @ w.T` runs whole on BLAS's threads or in tiles of rows
+                  shared by minineo's threads, whichever choices.py picked
+    int8.py       int8 weights with one scale per row, and their tiled product
+    threads.py    how many threads, and how they share a product
+    choices.py    which way each product runs on this CPU: measured once, kept per CPU model, forceable
+    calibrate.py  the measurement behind choices.py (python -m minineo.calibrate)
+    cpu.py        the CPU's name, cores and caches
+    memory.py     malloc settings that keep freed memory for the next step's temporaries
+    banded.py     attention a block of queries at a time, over only the keys in view (local layers)
 
 `tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
 unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the

@@ -5,7 +5,9 @@
 The scale of output row j multiplies only output column j, so it is applied after the matmul.
 NumPy has no int8 matmul (an int8 @ float32 product converts the whole of q first), so
 `x @ W.T` (see tiled.py) converts a tile of rows of q at a time into a float32 buffer that stays
-in cache, multiplies them at once with BLAS, and moves on. Decoding reads every weight
+in cache, multiplies them at once with BLAS, and moves on; how many rows is measured per CPU
+(choices.py: on a 2-core Xeon a 64-row tile (640 KiB) that stays in L2 converted and multiplied at 6.7 G
+weights/s per core, a 1,024-row tile at 2.9). Decoding reads every weight
 once per token, so the win is reading 1 byte per weight from memory instead of 4.
 
 Shapes: M = rows of x (tokens, or batch x tokens), in = in_features, out = out_features.
@@ -15,19 +17,13 @@ import threading
 import numpy as np
 
 from ..errors import MinineoError
-from .tiled import TiledWeight
+from .choices import PREFILL_ROWS
+from .tiled import TiledWeight, multiply
 
-# Decode (few rows of x): float32 bytes of one converted tile, measured with
-# scripts/bench_int8_kernel.py on a 2-core AMD EPYC (Zen 5: 1 MiB L2 per core, 32 MiB L3). Each tile
-# is a few NumPy calls, and with two threads every call is a GIL handoff; bigger tiles mean fewer of
-# them, and the L3 still holds the converted tile for its matmul. 4 MiB tiles ran at 7.2 G weights/s
-# on one thread and 10-12.6 on two, 512 KiB tiles at 4.6 and 8; 2.7B int8 decode went from 2.7 to
-# 4.0-4.2 tokens/s. 2-8 MiB were within noise of each other.
-TILE_BYTES = 4 * 2**20
-# Prefill (M >= 32 rows of x) reuses each converted tile M times, so the cache matters less than
-# letting sgemm run on wide tiles. 64-512 rows were within noise of each other for M = 128; 256 rows
-# keep the buffer at 10 MiB per thread (in = 10240) and cut 2560 rows into 10 tiles, even for 2 threads.
-PREFILL_ROWS = 32
+# Prefill (many rows of x) reuses each converted tile M times, so the cache matters less than
+# letting sgemm run on wide tiles. 64-512 rows were within noise of each other for M = 128 on a
+# 2-core AMD EPYC (Zen 5); 256 rows keep the buffer at 10 MiB per thread (in = 10240) and cut 2560
+# rows into 10 tiles, even for 2 threads. Decode's tile (int8_tile_kib) is measured per CPU.
 PREFILL_TILE_ROWS = 256
 
 
@@ -59,17 +55,21 @@ class Int8Weight(TiledWeight):
         w *= np.asarray(self.scale[rows])[..., None]
         return w
 
-    def tile_rows(self, m, threads):
-        """Rows of q converted at once, for M rows of x: at most TILE_BYTES of float32, and never so
+    def whole_by_blas(self, m, choices):  # never: q is converted to float32 a tile at a time
+        return False
+
+    def tile_rows(self, m, threads, choices):
+        """Rows of q converted at once, for M rows of x: the measured tile for few rows, and never so
         few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""
         if m >= PREFILL_ROWS:
             return PREFILL_TILE_ROWS
-        return max(1, min(TILE_BYTES // (4 * self.shape[1]), super().tile_rows(m, threads)))
+        rows = max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1]))
+        return min(rows, super().tile_rows(m, threads, choices))
 
-    def tile_product(self, x2, r0, r1, out):  # out = x2 @ q[r0:r1].T, before the scale
+    def tile_product(self, x2, r0, r1, out, form):  # out = x2 @ q[r0:r1].T, before the scale
         w = _scratch((r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])  # [r, in], reused
         w[...] = self.q[r0:r1]                        # int8 -> float32 is exact
-        np.matmul(x2, w.T, out=out)                   # [M, in] @ [in, r] -> [M, r]
+        multiply(x2, w, out, form)                    # [M, in] @ [in, r] -> [M, r]
 
     def finish(self, y):
         y *= self.scale                               # [M, out] * [out]

@@ -1,15 +1,19 @@
 """How many threads minineo uses, and how they share a matmul.
 
-minineo splits every weight matmul (float32 and int8) into tiles of rows that its own Python
-threads take in turn, each calling single-threaded BLAS (NumPy and BLAS release the GIL, so the
-threads really overlap). A thread slowed by another program on its core simply does fewer tiles.
-BLAS's own threads instead split each call into fixed shares and wait for the slowest: measured on
-a 2-core machine with one core busy with another program, 2 BLAS threads ran GPT-Neo 125M 7x
-slower than 1 thread (decode) and 12x slower (prefill). So `set_threads(n)` sizes minineo's pool
-and keeps BLAS at one thread everywhere; if BLAS also split the tiles, 2 workers would start
-4 threads on 2 cores and fight (oversubscription). Until set_threads is called BLAS keeps its own
-count outside `parallel_for`, and inside it is limited to one thread.
+A weight matmul is shared by threads one of two ways, chosen per CPU by measurement (choices.py):
+- tiles: minineo's own Python threads take tiles of rows in turn, each calling single-threaded BLAS
+  (NumPy and BLAS release the GIL, so the threads really overlap). A thread slowed by another
+  program on its core simply does fewer tiles. int8 weights always run this way (each tile is
+  converted to float32 first).
+- BLAS: BLAS's own threads split the one call (`blas_threads`). They split it into fixed shares and
+  wait for the slowest: on a 2-core AMD EPYC with one core busy with another program, 2 BLAS
+  threads ran GPT-Neo 125M 7x slower than 1 thread. On a quiet 2-core Intel Xeon they read memory
+  twice as fast as 2 Python threads with 32 tiles (30.9 against 14.8 GB/s).
+`set_threads(n)` sizes minineo's pool and keeps BLAS at one thread everywhere else (the small
+attention products), so that the two never fight over the cores (oversubscription). Until
+set_threads is called BLAS keeps its own count outside `parallel_for`.
 """
+import contextlib
 import functools
 import os
 import threading
@@ -21,6 +25,7 @@ from threadpoolctl import ThreadpoolController
 from ..errors import MinineoError, is_int
 
 _controller = ThreadpoolController()   # finds the loaded BLAS once; limiting it later is cheap
+_blas = [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
 _lock = threading.Lock()                # one parallel region at a time: the BLAS limit is process-wide
 _threads = None                         # None until set_threads: then physical_cores() is used
 _pool = None                            # get_threads() - 1 workers; the caller is the last one
@@ -103,6 +108,19 @@ def parallel_for(n_items, work, threads=None):
             wait(futures)  # never leave the region (and its BLAS limit) while a worker still runs
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+@contextlib.contextmanager
+def blas_threads(n):  # BLAS's own n threads for the calls inside, then one again
+    # set_num_threads on the loaded BLAS directly: a threadpoolctl limit() costs ~15 us per product.
+    with _lock:
+        for blas in _blas:
+            blas.set_num_threads(n)
+        try:
+            yield
+        finally:
+            for blas in _blas:
+                blas.set_num_threads(1)
 
 
 def _get_pool():

@@ -1,17 +1,18 @@
-"""Weights that compute `x @ w.T` themselves, in tiles of rows that minineo's threads share.
+"""Weights that compute `x @ w.T` themselves, the way measured fastest on this CPU (choices.py).
 
 minineo.model.linear computes `x @ w.T + b`. When w is one of these, NumPy hands `x @ w.T` to the
 weight (`__array_ufunc__ = None` makes ndarray's `@` give way to `__rmatmul__`), and it computes
-the same product as tiles: output column j is x @ w[j], so a tile of rows r0:r1 of w fills the
-columns r0:r1 of y, and threads can fill different tiles at once without a lock.
+the same product one of two ways:
+- whole, by BLAS with its own threads: NumPy's plain product;
+- as tiles: output column j is x @ w[j], so a tile of rows r0:r1 of w fills the columns r0:r1 of y,
+  and minineo's threads fill different tiles at once without a lock.
 
 Shapes: M = rows of x (tokens, or batch x tokens), n_in = in_features, n_out = out_features.
 """
 import numpy as np
 
-from .threads import parallel_for, threads_for
-
-TILES_PER_THREAD = 4   # enough tiles that a thread slowed by another program can hand work to the others
+from .choices import PREFILL_ROWS, current
+from .threads import blas_threads, get_threads, parallel_for, threads_for
 
 
 class Transposed:
@@ -49,26 +50,42 @@ class TiledWeight:
     def __getitem__(self, rows):  # wte[ids]: embedding rows
         return self.w[rows]
 
-    def matmul_t(self, x):  # x @ w.T: [..., n_in] -> [..., n_out]
+    def matmul_t(self, x, choices=None):  # x @ w.T: [..., n_in] -> [..., n_out]
+        choices = choices or current()
         n_out, n_in = self.shape
         x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)   # [M, n_in]
+        if self.whole_by_blas(len(x2), choices):
+            with blas_threads(get_threads()):
+                y = np.matmul(x2, self.w.T)                                  # [M, n_out]
+            return y.reshape(*np.shape(x)[:-1], n_out)
         y = np.empty((len(x2), n_out), np.float32)                          # [M, n_out]
         threads = threads_for(n_out * n_in, len(x2))
-        rows = self.tile_rows(len(x2), threads)
+        rows = self.tile_rows(len(x2), threads, choices)
+        form = choices.tile_form if len(x2) == 1 else "matmul"
 
         def tile(i):  # y[:, r0:r1] = x @ w[r0:r1].T
             r0, r1 = i * rows, min((i + 1) * rows, n_out)
-            self.tile_product(x2, r0, r1, y[:, r0:r1])
+            self.tile_product(x2, r0, r1, y[:, r0:r1], form)
 
         parallel_for(-(-n_out // rows), tile, threads)
         self.finish(y)
         return y.reshape(*np.shape(x)[:-1], n_out)
 
-    def tile_rows(self, m, threads):  # rows of w per tile
-        return self.shape[0] if threads == 1 else -(-self.shape[0] // (TILES_PER_THREAD * threads))
+    def whole_by_blas(self, m, choices):
+        return (choices.prefill if m >= PREFILL_ROWS else choices.decode) == "blas"
 
-    def tile_product(self, x2, r0, r1, out):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
-        np.matmul(x2, self.w[r0:r1].T, out=out)
+    def tile_rows(self, m, threads, choices):  # rows of w per tile
+        return self.shape[0] if threads == 1 else -(-self.shape[0] // (choices.tiles_per_thread * threads))
+
+    def tile_product(self, x2, r0, r1, out, form):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
+        multiply(x2, self.w[r0:r1], out, form)
 
     def finish(self, y):  # what is left to do to y once every tile is done: nothing, in float32
         pass
+
+
+def multiply(x2, w, out, form):  # out [M, r] = x2 [M, n_in] @ w [r, n_in].T, the same numbers either way
+    if form == "dot":    # one row of x: w @ x, the matrix-vector kernel that walks w's rows
+        np.dot(w, x2[0], out=out[0])
+    else:
+        np.matmul(x2, w.T, out=out)

@@ -20,6 +20,8 @@ from ..errors import MinineoError
 
 DATA = Path(__file__).parent.parent / "data"
 BUNDLED = DATA / "neo-shakespeare"
+# The models that ship with minineo, by name: the default one, and notebook 3's, which copies (see their MODEL_CARD.md).
+BUNDLED_BY_NAME = {"neo-shakespeare": BUNDLED, "neo-copying": DATA / "neo-copying"}
 RELEASES = {"125M": "EleutherAI/gpt-neo-125m", "1.3B": "EleutherAI/gpt-neo-1.3B", "2.7B": "EleutherAI/gpt-neo-2.7B"}
 # Only what minineo reads: never the TensorFlow, Flax or Rust copies of the weights, and the PyTorch
 # copies only when a repository has no safetensors (many fine-tunes and the TinyStories models).
@@ -31,10 +33,6 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # DNS) or after these seconds (a network that drops packets), instead of huggingface_hub's five
 # retries with back-off (23 s and eleven log lines, measured).
 HUB_TIMEOUT_S = 3
-
-
-def bundled_models():  # {name: directory} of the models shipped in minineo/data
-    return {p.name: p for p in sorted(DATA.iterdir()) if (p / "config.json").is_file()}
 
 
 def names_a_path(name):
@@ -59,13 +57,12 @@ def resolve(name=None):
     if name.upper() in RELEASES:
         repo_id = RELEASES[name.upper()]
         return download(repo_id, f"{name} ({repo_id}):")
-    bundled = bundled_models()
-    if name in bundled:
-        return bundled[name]
+    if name in BUNDLED_BY_NAME:
+        return BUNDLED_BY_NAME[name]
     if HUB_ID.match(name):
         return download(name, f"{name}: no such local directory, and")
     raise MinineoError(f"{name}: no such model directory, and not a Hub id (owner/name), one of "
-                       f"{' / '.join(RELEASES)}, or a bundled model ({', '.join(bundled)})")
+                       f"{' / '.join(RELEASES)}, or a bundled model ({', '.join(BUNDLED_BY_NAME)})")
 
 
 def include(patterns):  # hf download's flags for these patterns: one --include each (hf reads more words as files)

@@ -11,7 +11,8 @@ from .tokenizer import Tokenizer
 
 
 def load(name=None, int8=False, fast=True):
-    """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, or None for the bundled model.
+    """A model directory, a Hub id (EleutherAI/gpt-neo-2.7B), 125M / 1.3B / 2.7B, a bundled model by name
+    (neo-shakespeare, neo-copying), or None for the default bundled model (neo-shakespeare).
 
     int8=True quantizes every matrix to int8 at load. fast=False keeps float32 matrices as plain NumPy
     arrays, so that `x @ w.T` is NumPy's own product, and attention scores the whole masked matrix:

@@ -1,0 +1,93 @@
+"""The measurement behind choices.py: each way of multiplying, timed on this machine.
+
+Decode reads every weight once per token, so its products are timed over float32 matrices larger
+than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
+pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
+a matrix-vector product. int8 tiles are timed over the same memory read as int8 (1 byte a weight),
+prompts over one matrix with 128 rows of x. Candidates take turns pass by pass, so a neighbour
+that gets busier slows them all alike; each gets the median of its passes. Values do not matter
+for speed, so the matrices are ones.
+"""
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+from .choices import Choices
+from .cpu import cache_bytes
+from .int8 import Int8Weight
+from .tiled import TiledWeight
+
+ROWS, COLS = 10240, 2560                         # GPT-Neo 2.7B's MLP matrix: 105 MB of float32
+MIN_BYTES, MAX_BYTES = 256 * 2**20, 3 * 2**29    # 256 MiB .. 1.5 GiB of weights
+PROMPT_ROWS = 128
+PASSES = 5
+
+
+def weights_bytes():  # bytes of test matrices: twice the L3 (where known), within the bounds above
+    l3 = cache_bytes()[3] or MIN_BYTES
+    return min(max(2 * l3, MIN_BYTES), MAX_BYTES)
+
+
+def timed_passes(candidates, one_pass, passes=PASSES):  # {label: args} -> {label: median seconds}
+    times = {label: [] for label in candidates}
+    for _ in range(passes + 1):                  # the first pass warms up (page faults, thread start)
+        for label, args in candidates.items():
+            started = time.perf_counter()
+            one_pass(*args)
+            times[label].append(time.perf_counter() - started)
+    return {label: statistics.median(t[1:]) for label, t in times.items()}
+
+
+def measure(threads, nbytes=None):
+    """-> (Choices, what was measured): the fastest way of each kind with `threads` threads (set_threads
+    must have been called with it), over about nbytes of weights (default weights_bytes())."""
+    nbytes = nbytes or weights_bytes()
+    n = -(-nbytes // (ROWS * COLS * 4))
+    rows = max(1, min(ROWS, nbytes // (COLS * 4)))      # fewer than 2.7B's only for a small measurement
+    fp32 = [np.ones((rows, COLS), np.float32) for _ in range(n)]
+    x = np.ones((1, COLS), np.float32)
+    nbytes = sum(w.nbytes for w in fp32)
+
+    decode = {"blas": Choices(decode="blas")}
+    for form in ("matmul", "dot"):
+        for k in ((1,) if threads == 1 else (1, 4, 16)):
+            decode[f"tiles {form} x{k}"] = Choices(decode="tiles", tile_form=form, tiles_per_thread=k)
+    weights = [TiledWeight(w) for w in fp32]
+
+    def fp32_pass(choices):
+        for w in weights:
+            w.matmul_t(x, choices)
+    seconds = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass)
+    gbps = {label: nbytes / s / 1e9 for label, s in seconds.items()}
+    best_decode = decode[max(gbps, key=gbps.get)]
+    best_tiles = decode[max((label for label in gbps if label != "blas"), key=gbps.get)]
+
+    # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
+    int8 = [Int8Weight(q, np.ones(len(q), np.float32))
+            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32))]
+    xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
+    tiles = {kib: dataclasses.replace(best_tiles, int8_tile_kib=kib) for kib in (128, 256, 512, 1024, 2048, 4096)}
+
+    def int8_pass(choices):
+        for w in int8:
+            w.matmul_t(xs[w.shape[1]], choices)
+    seconds = timed_passes({kib: (c,) for kib, c in tiles.items()}, int8_pass)
+    int8_gws = {kib: nbytes / s / 1e9 for kib, s in seconds.items()}      # int8: one byte a weight
+    best_kib = max(int8_gws, key=int8_gws.get)
+
+    prompt = np.ones((PROMPT_ROWS, COLS), np.float32)
+    flop = 2 * PROMPT_ROWS * weights[0].w.size
+    prefill = {"blas": Choices(prefill="blas"), "tiles": dataclasses.replace(best_tiles, prefill="tiles")}
+    seconds = timed_passes({label: (c,) for label, c in prefill.items()},
+                           lambda choices: weights[0].matmul_t(prompt, choices), passes=3)
+    gflops = {label: flop / s / 1e9 for label, s in seconds.items()}
+
+    choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
+                                  tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_kib,
+                                  prefill=max(gflops, key=gflops.get))
+    measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
+                "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": {str(k): v for k, v in int8_gws.items()},
+                "prefill_gflop_per_s": gflops}
+    return choices, measured

@@ -1,0 +1,158 @@
+"""How each weight product runs on this CPU: chosen by measurement, kept per CPU model, forced at will.
+
+The same `x @ w.T` can be computed several ways that give the same numbers, and which is fastest
+depends on the CPU: on a 2-core Intel Xeon (Sapphire Rapids) 2 Python threads sharing 32 tiles
+read memory at half the speed of BLAS's own 2 threads, while on AMD Zen 4/5 the tiles were at the
+bandwidth ceiling (docs/performance.md). So minineo measures each way once per CPU model and thread
+count (`python -m minineo.calibrate`, a few seconds, run by itself the first time a model
+multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
+
+    decode            one row of x (a decode step, bound by memory bandwidth):
+                      "blas"  BLAS's own threads split each product, as NumPy's plain `x @ w.T` does
+                      "tiles" minineo's threads take tiles of rows in turn, each calling 1-thread BLAS
+    tile_form         how a tile meets one row of x: "matmul" (x @ w[r0:r1].T, what `linear` writes)
+                      or "dot" (np.dot(w[r0:r1], x), BLAS's other matrix-vector kernel)
+    tiles_per_thread  float32 tiles per thread in "tiles" mode: more let a slowed core hand work over
+    int8_tile_kib     KiB of float32 that a tile of an int8 weight is converted into, few rows of x:
+                      a tile that stays in L2 converts faster, fewer tiles cost fewer Python calls
+    prefill           many rows of x (a prompt): "blas" or "tiles"
+
+MININEO_CHOICES="decode=tiles,tile_form=dot" forces any of them (the others are measured); a
+full set skips the measurement. Where nothing can be measured (no writable cache, the measurement
+failed) the defaults below hold: NumPy's own product, and int8 tiles small enough for any L2.
+"""
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import MinineoError
+from .cpu import cpu_name
+from .threads import get_threads
+
+ENV = "MININEO_CHOICES"
+PREFILL_ROWS = 32   # from this many rows of x a product is a prompt's, bound by arithmetic, not memory
+
+
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    decode: str = "blas"
+    tile_form: str = "matmul"
+    tiles_per_thread: int = 4
+    int8_tile_kib: int = 256
+    prefill: str = "blas"
+
+
+ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "prefill": ("blas", "tiles")}
+NAMES = [field.name for field in dataclasses.fields(Choices)]
+_chosen = {}   # threads -> Choices, for this process
+
+
+def current():  # -> the Choices for the present thread count (measured on first use, then kept)
+    threads = get_threads()
+    choices = _chosen.get(threads)
+    if choices is None:
+        choices = _chosen[threads] = choose(threads)
+    return choices
+
+
+def forget():  # after MININEO_CHOICES or the cache changed: choose again on the next product
+    _chosen.clear()
+
+
+def choose(threads):
+    forced = forced_choices()
+    if set(forced) == set(NAMES):
+        return Choices(**forced)
+    measured = read_cached(threads)
+    if measured is None and writable(cache_path().parent):   # else each process would measure again
+        measured = calibrate_in_child(threads)
+    return dataclasses.replace(measured or Choices(), **forced)
+
+
+def forced_choices(text=None):  # MININEO_CHOICES="decode=tiles,int8_tile_kib=512" -> {name: value}
+    text = os.environ.get(ENV, "") if text is None else text
+    forced = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if name not in NAMES:
+            raise MinineoError(f"{ENV}: unknown choice {name!r}; expected one of {', '.join(NAMES)}")
+        if name in ALLOWED:
+            if value not in ALLOWED[name]:
+                raise MinineoError(f"{ENV}: {name} must be one of {', '.join(ALLOWED[name])}, got {value!r}")
+            forced[name] = value
+        else:
+            if not value.isdigit() or int(value) < 1:
+                raise MinineoError(f"{ENV}: {name} must be an integer >= 1, got {value!r}")
+            forced[name] = int(value)
+    return forced
+
+
+def cache_home():  # where minineo keeps what it makes for this user: <XDG cache>/minineo
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minineo"
+
+
+def cache_path():  # one file per CPU model: the choices hold for every machine with that CPU
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cpu_name()).strip("-") or "cpu"
+    return cache_home() / "choices" / f"{slug}.json"
+
+
+def writable(directory):
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
+def read_cached(threads):  # -> Choices measured earlier for this CPU and thread count, or None
+    try:
+        entry = json.loads(cache_path().read_text())["threads"][str(threads)]
+        return Choices(**entry["choices"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_cached(threads, choices, measured):
+    path = cache_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = {"cpu": cpu_name(), "threads": {**data.get("threads", {}),
+                                           str(threads): {"choices": dataclasses.asdict(choices),
+                                                          "measured": measured}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(path)   # atomic: a process reading meanwhile sees the old file or the new one
+
+
+def read_measured(threads):  # -> what the last calibration measured for this thread count, or None
+    try:
+        return json.loads(cache_path().read_text())["threads"][str(threads)]["measured"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_module(module, *argv, **options):  # `python -m module argv` with this minineo, installed or not
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env, **options)
+
+
+def calibrate_in_child(threads):
+    """Run `python -m minineo.calibrate` in a child process (its ~1 GB of test matrices never count
+    in this process's memory) and read what it cached; None if it could not."""
+    if sys.stderr.isatty():   # a person waiting is told why; a log or a test's captured output is not
+        print(f"minineo: measuring which way of multiplying is fastest on this CPU with {threads} threads "
+              f"(once, a few seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
+    done = run_module("minineo.calibrate", "--threads", str(threads), stdout=subprocess.DEVNULL)
+    choices = read_cached(threads) if done.returncode == 0 else None
+    if choices is None and sys.stderr.isatty():
+        print(f"minineo: the measurement failed; using the defaults {Choices()}", file=sys.stderr)
+    return choices
