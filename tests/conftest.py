@@ -1,6 +1,7 @@
 """Checkpoints for the tests: built by transformers where it is installed (the oracle), else by
 minineo's NumPy writer; every comparison prints the largest difference it saw."""
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -117,3 +118,32 @@ def bytes_to_unicode():
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     extra = [b for b in range(256) if b not in printable]
     return {b: chr(c) for b, c in [*zip(printable, printable), *zip(extra, range(256, 256 + len(extra)))]}
+
+
+# What installs each module a test skips without: the oracles and tools of pyproject's extras.
+INSTALLS = {"torch": "compare", "transformers": "compare", "lm_eval": "compare", "ray": "ray", "datasets": "eval",
+            "nbclient": "test", "nbformat": "test", "ipykernel": "test", "matplotlib": "test"}
+MISSING_MODULE = re.compile(r"could not import '([\w.]+)'")
+
+
+def skip_summary(reasons):
+    """The skip reasons of a run -> one line naming the missing modules and the command that installs
+    them, or None when nothing was skipped for a missing module."""
+    missing = sorted({m.group(1).split(".")[0] for m in map(MISSING_MODULE.search, reasons) if m})
+    if not missing:
+        return None
+    extras = sorted({INSTALLS[name] for name in missing if name in INSTALLS})
+    others = [name.replace("_", "-") for name in missing if name not in INSTALLS]
+    command = " && ".join(filter(None, [f'pip install -e ".[{",".join(extras)}]"' if extras else "",
+                                        f"pip install {' '.join(others)}" if others else ""]))
+    counted = sum(bool(MISSING_MODULE.search(r)) for r in reasons)
+    return (f"{counted} test{'s' * (counted != 1)} skipped because {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed (the oracles minineo is compared with): {command}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    reasons = [str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+               for report in terminalreporter.stats.get("skipped", [])]
+    line = skip_summary(reasons)
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)

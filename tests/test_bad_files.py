@@ -380,12 +380,12 @@ CONFIG_CASES = [
                  id="layer_norm_epsilon 10**400"),
     pytest.param(dict(layer_norm_epsilon="1e-5"), r"layer_norm_epsilon must be a finite number > 0, got '1e-5'",
                  id="layer_norm_epsilon a string"),
-    pytest.param(dict(eos_token_id=99999), r"eos_token_id must be an integer in \[0, vocab_size 300\) or a non-empty "
-                                           r"list of them, got 99999", id="eos_token_id 99999"),
-    pytest.param(dict(eos_token_id=[299, 300]), r"eos_token_id must be an integer in \[0, vocab_size 300\) .*got "
-                                                r"\[299, 300\]", id="eos_token_id list with one out of range"),
+    pytest.param(dict(eos_token_id=[299, "300"]), r"eos_token_id must be an integer >= 0 or a non-empty list of them, "
+                                                  r"got \[299, '300'\]", id="eos_token_id list with a string"),
     pytest.param(dict(eos_token_id=[]), r"eos_token_id must be .* got \[\]", id="eos_token_id empty list"),
     pytest.param(dict(eos_token_id=-1), r"eos_token_id must be .* got -1", id="eos_token_id -1"),
+    pytest.param(dict(bos_token_id=1.5), r"bos_token_id must be an integer >= 0, got 1.5", id="bos_token_id a float"),
+    pytest.param(dict(pad_token_id=[0]), r"pad_token_id must be an integer >= 0, got \[0\]", id="pad_token_id a list"),
     pytest.param(dict(attention_types="global"), r"attention_types must be a list of \[pattern, repeats\] pairs like "
                                                  r"\[\[\['global', 'local'\], 12\]\], got 'global'",
                  id="attention_types a string"),

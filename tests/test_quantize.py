@@ -139,7 +139,7 @@ def test_destination_not_empty_needs_force(numpy_checkpoint, tmp_path):
 def test_destination_is_a_file_or_the_source(numpy_checkpoint, tmp_path):
     src = numpy_checkpoint()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(MinineoError, match="not a directory"):
+    with pytest.raises(MinineoError, match="is a file, and the int8 checkpoint is a directory; nothing was changed"):
         quantize_checkpoint(src, tmp_path / "file", force=True)
     with pytest.raises(MinineoError, match="source directory"):
         quantize_checkpoint(src, src, force=True)

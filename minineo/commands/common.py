@@ -6,6 +6,7 @@ Every command prints a user mistake as one line, `minineo: error: ...`, and exit
   130  stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 """
 import argparse
+import difflib
 import os
 import sys
 
@@ -19,6 +20,39 @@ USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 class Parser(argparse.ArgumentParser):
     def error(self, message):   # one line, as every other error here, instead of usage + message
         self.exit(USAGE, f"minineo: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        misspelt = self.unknown_flag(args)   # before argparse, which would first ask for missing arguments
+        if misspelt:
+            self.error(misspelt)
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self.unquoted(args, parsed, unknown))
+        return parsed
+
+    def unknown_flag(self, args):  # "unrecognized argument --temprature: did you mean --temperature?", or None
+        known = [flag for action in self._actions for flag in action.option_strings]
+        for arg in args:
+            if arg == "--":
+                return None
+            flag = arg.split("=", 1)[0]
+            long = flag.startswith("--") and not any(k.startswith(flag) for k in known)   # argparse takes prefixes
+            short = flag.startswith("-") and not flag.startswith("--") and flag[1:2].isalpha() and flag[:2] not in known
+            if long or short:
+                near = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                return f"unrecognized argument {flag}" + (f": did you mean {near[0]}?" if near else "")
+        return None
+
+    def unquoted(self, args, parsed, unknown):  # words the shell split from a value with spaces, with a hint
+        for action in self._actions:   # the positional that took the first of them
+            value = getattr(parsed, action.dest, None)
+            if not action.option_strings and isinstance(value, str) and value in args:
+                start = args.index(value)
+                if args[start + 1:start + 1 + len(unknown)] == unknown:
+                    return (f"unrecognized arguments: {' '.join(unknown)}; to pass text with spaces, quote it: "
+                            f"\"{' '.join([value, *unknown])}\"")
+        return f"unrecognized arguments: {' '.join(unknown)}"
 
 
 def number(kind, check, expected):  # an argparse type: kind(text) that passes check, else "expected ..."
@@ -81,16 +115,49 @@ def run_command(run, args, on_interrupt=None):
     """run(args) -> exit code, with every user mistake printed as one line and Ctrl-C as exit 130.
     Anything else is a bug in minineo and keeps its traceback."""
     try:
-        return run(args) or 0
-    except MinineoError as e:
-        print(f"minineo: error: {e}", file=sys.stderr)
-        return USAGE if isinstance(e, UsageError) else FAILURE
-    except KeyboardInterrupt:
-        if on_interrupt is not None:
-            on_interrupt()
-        print(file=sys.stderr, flush=True)
-        return INTERRUPTED
-    except BrokenPipeError:   # `minineo ... | head`: the reader left. Point stdout at /dev/null so that
-        # the flush at exit does not fail a second time (Python's own recipe).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return FAILURE
+        try:
+            code = run(args) or 0
+            sys.stdout.flush()   # output still buffered fails here, not at exit, where Python can only print
+            return code          # "Exception ignored ... BrokenPipeError"
+        except MinineoError as e:
+            print(f"minineo: error: {e}", file=sys.stderr)
+            return USAGE if isinstance(e, UsageError) else FAILURE
+        except KeyboardInterrupt:
+            if on_interrupt is not None:
+                on_interrupt()
+            print(file=sys.stderr, flush=True)
+            return INTERRUPTED
+    except BrokenPipeError:   # `minineo ... | head`: the reader took what it wanted and left, which is no
+        # error. Point stdout and stderr at the null device so that the flush at exit does not fail again
+        # (Python's own recipe; it works where there is no SIGPIPE, on Windows, too).
+        null = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(null, stream.fileno())
+        return 0
+
+
+def peak_memory():  # -> the process's peak resident memory in bytes, or None where it cannot be read
+    try:
+        import resource   # Unix only: imported here, so that every command starts on Windows
+    except ImportError:
+        return windows_peak_memory()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024   # bytes on macOS, KiB on Linux
+
+
+def windows_peak_memory():  # -> PeakWorkingSetSize from GetProcessMemoryInfo, or None elsewhere
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):   # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
+                    *((name, ctypes.c_size_t) for name in (
+                        "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                        "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage"))]
+
+    counters = Counters(cb=ctypes.sizeof(Counters))
+    process = ctypes.windll.kernel32.GetCurrentProcess()
+    ok = ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb)
+    return counters.PeakWorkingSetSize if ok else None

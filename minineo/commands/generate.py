@@ -5,15 +5,15 @@ Flags follow llama.cpp (-p, -f, -n, --temp, --top-k, --top-p, --repeat-penalty, 
 transformers (--max-new-tokens, --temperature, --repetition-penalty, ...). Its defaults are the
 command's own, CLI_TEMPERATURE and CLI_MAX_NEW_TOKENS below, not generate()'s (transformers').
 """
+import argparse
 import math
-import resource
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import MinineoError, UsageError
-from ..text.generate import Settings, batch_prompts, detokenize, generate_steps
-from .common import Parser, add_model_flags, load_model, number, read_text, run_command
+from ..text.generate import Settings, detokenize, generate_steps, prompt_batch
+from .common import Parser, add_model_flags, load_model, number, peak_memory, read_text, run_command
 
 # Unlike generate() (greedy, as transformers), the command samples by default, at llama.cpp's
 # temperature: greedy decoding of a small model loops on one phrase, a poor first impression of a text tool.
@@ -32,9 +32,11 @@ def parser():
     p.add_argument("-p", "--prompt", dest="prompt_flag", metavar="TEXT", help="the prompt, as llama.cpp takes it")
     p.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a UTF-8 text file")
     add_model_flags(p)
-    p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N", default=CLI_MAX_NEW_TOKENS,
+    # a count the user gave is checked as given; the default shrinks to what the context leaves
+    p.add_argument("-n", "--max-new-tokens", "--n-predict", metavar="N", default=CLI_MAX_NEW_TOKENS, action=Given,
                    type=number(int, lambda n: n >= 0 or n == -1, "an integer >= 0, or -1 (until the context is full)"),
-                   help=f"tokens to generate at most, -1 = until the context is full (default {CLI_MAX_NEW_TOKENS})")
+                   help=f"tokens to generate at most, -1 = until the context is full (default {CLI_MAX_NEW_TOKENS}, "
+                        "fewer if the context has less room after the prompt)")
     p.add_argument("--temperature", "--temp", metavar="T", default=CLI_TEMPERATURE,
                    type=number(float, lambda t: 0 <= t < math.inf, "a finite number >= 0"),
                    help=f"sampling temperature, 0 = greedy (default {CLI_TEMPERATURE})")
@@ -61,6 +63,12 @@ def parser():
     return p
 
 
+class Given(argparse.Action):  # stores the value, and that the user gave it: `args.given` holds its dest
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
 def _version():
     try:
         return version("minineo")
@@ -68,10 +76,30 @@ def _version():
         return "(not installed)"
 
 
+def new_tokens(args, prompt_tokens, context):  # -> how many tokens to generate at most
+    room = context - prompt_tokens
+    if args.max_new_tokens == -1:   # llama.cpp's "until the context is full": what the prompt leaves room for
+        if room > 0:
+            return room
+        if args.truncate:   # keep the prompt's last half-context and fill the other half, as llama.cpp does
+            return context // 2
+        raise MinineoError(f"-n -1 generates until the context is full, but the prompt's {prompt_tokens} tokens "
+                           f"already fill the model's context of {context}; --truncate keeps the prompt's end")
+    if "max_new_tokens" in getattr(args, "given", ()):   # the user's own count: generate() checks it
+        return args.max_new_tokens
+    if 0 < room < CLI_MAX_NEW_TOKENS:   # a default must not be why a call fails: generate what fits
+        print(f"minineo: generating {room} tokens, the room the prompt's {prompt_tokens} tokens leave in the "
+              f"model's context of {context} (-n sets the count; the default is {CLI_MAX_NEW_TOKENS})",
+              file=sys.stderr)
+        return room
+    if room <= 0 and not args.truncate:
+        raise MinineoError(f"the prompt's {prompt_tokens} tokens fill the model's context of {context}: shorten it, "
+                           f"or --truncate keeps its last {context - CLI_MAX_NEW_TOKENS} tokens")
+    return CLI_MAX_NEW_TOKENS
+
+
 def settings_from(args, prompt_tokens, context):  # the parsed flags -> generate's settings
-    max_new = args.max_new_tokens
-    if max_new == -1:   # llama.cpp's "until the context is full": what the prompt leaves room for
-        max_new = context - prompt_tokens
+    max_new = new_tokens(args, prompt_tokens, context)
     return dict(max_new_tokens=max_new, do_sample=args.temperature > 0,
                 temperature=args.temperature if args.temperature > 0 else Settings.temperature,
                 top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
@@ -149,9 +177,8 @@ class Clock:
             lines.append(f"prompt: {prompt_tokens} tokens in {prompt_s:.2f} s ({prompt_tokens / prompt_s:.1f} tokens/s)")
             rate = f"{(self.count - 1) / steps_s:.1f} tokens/s" if self.count > 1 else "n/a"
             lines.append(f"generation: {self.count} tokens in {end - self.start:.2f} s ({rate} after the first)")
-        # ru_maxrss is in KiB on Linux, bytes on macOS
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-        lines.append(f"peak memory: {peak:.0f} MiB")
+        peak = peak_memory()
+        lines.append(f"peak memory: {peak / 2**20:.0f} MiB" if peak is not None else "peak memory: n/a")
         return lines
 
 
@@ -162,7 +189,7 @@ def run(args):
     load_s = time.perf_counter() - started
 
     eos = model.config.eos_token_id
-    ids, mask = batch_prompts([model.tokenizer.encode(prompt)], eos)
+    ids, mask = prompt_batch(model.config, [model.tokenizer.encode(prompt)])
     settings = settings_from(args, ids.shape[1], model.config.max_position_embeddings)
     steps = generate_steps(model, ids, mask, **settings)   # a prompt too long fails here, before any output
     out, clock = Output(stream=not args.no_stream), Clock()

@@ -12,7 +12,8 @@ def run(args):
 def parser():
     p = Parser(prog="python -m minineo.quantize",
                description="Write an int8 copy of a GPT-Neo checkpoint (one float32 scale per weight row).")
-    p.add_argument("src", help="the float checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("src", help="the float checkpoint: a directory (config.json + model.safetensors or "
+                   "pytorch_model.bin), a Hub id, 125M / 1.3B / 2.7B, or a bundled model's name")
     p.add_argument("dst", help="the directory to write the int8 checkpoint to")
     p.add_argument("--force", action="store_true",
                    help="replace dst if it already holds a model (it stays intact until the new one is complete)")

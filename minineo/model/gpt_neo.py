@@ -104,12 +104,33 @@ class GPTNeo:
 
 def check_token_ids(ids, vocab_size, what="ids"):  # -> an integer array of ids in [0, vocab_size)
     # Floats are refused, not truncated: 3.7 is no token, and a silent cast would hide the mistake.
-    ids = np.asarray(ids)
+    ids = id_array(ids, what)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise MinineoError(f"{what}: token ids must be integers, got {ids.dtype}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         raise MinineoError(f"{what}: token ids must be in [0, {vocab_size}), got {ids.min()}..{ids.max()}")
     return ids
+
+
+def id_array(ids, what="ids"):  # np.asarray(ids), with a ragged list of ids named by its row
+    try:
+        return np.asarray(ids)
+    except ValueError:   # rows of different lengths: NumPy cannot make an array of them
+        raise MinineoError(f"{what}: {ragged_row(ids)}; a batch needs rows of one length (pad them on the "
+                           "left and pass attention_mask)") from None
+
+
+def ragged_row(rows, where="row"):  # nested lists NumPy cannot stack -> which row breaks the rectangle, in words
+    def shape(row):
+        return f"a list of {len(row)} ids" if isinstance(row, (list, tuple, np.ndarray)) else "a single id"
+    for i, row in enumerate(rows):
+        if shape(row) != shape(rows[0]):
+            return f"{where} {i} is {shape(row)} where {where} 0 is {shape(rows[0])}"
+    for i, row in enumerate(rows):   # every row alike at this level: the difference is deeper
+        try:
+            np.asarray(row)
+        except ValueError:
+            return ragged_row(row, f"{where} {i}, item")
 
 
 def named_weights(params, prefix=""):  # the nested dict of weights -> (name, weight) pairs, e.g. "blocks.3.mlp.c_fc.w"

@@ -9,6 +9,7 @@ Four layers, each built on the one before:
     generate(model, prompt(s), ...)                  the new text
 Every setting means what it means in transformers' `generate` (see `Settings`).
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,8 +63,13 @@ def plan_lengths(T, settings, context):
         if max_new < 0:
             raise MinineoError(f"max_length {settings.max_length} is shorter than the prompt's {T} tokens; "
                                f"max_new_tokens counts only new tokens")
-    elif max_new is None:
+    elif max_new is None:   # a default must not be why a call fails: it shrinks to the room the prompt leaves
         max_new = DEFAULT_MAX_NEW_TOKENS
+        if 0 < context - T < max_new and not settings.truncate:
+            warnings.warn(f"generating {context - T} new tokens, the room a prompt of {T} tokens leaves in the "
+                          f"model's context of {context} (max_new_tokens sets the count; the default is {max_new})",
+                          stacklevel=4)
+            max_new = context - T
     if max_new >= context:
         raise MinineoError(f"{max_new} new tokens leave no room for a prompt: "
                            f"the model's context is {context} tokens")
@@ -77,17 +83,38 @@ def plan_lengths(T, settings, context):
     return kept, max_new, max(settings.min_new_tokens, min_length - kept)
 
 
-def batch_prompts(sequences, eos_token_id):  # B lists of ids -> ids [B, T], attention_mask [B, T]
-    # An empty prompt starts from <|endoftext|>, as transformers starts from bos (GPT-Neo's bos is
-    # its eos). Shorter prompts are padded on the left, so that every row's newest token is in the
-    # last column and new tokens line up; the pad id is never seen (masked), EOS is as good as any.
-    sequences = [list(s) or [eos_token_id] for s in sequences]
+def batch_prompts(sequences, start_token_id, pad_token_id=None):  # B lists of ids -> ids [B, T], attention_mask [B, T]
+    # An empty prompt starts from start_token_id, as transformers starts from bos (GPT-Neo's bos is its
+    # eos). Shorter prompts are padded on the left, so that every row's newest token is in the last
+    # column and new tokens line up; the pad id is masked, never attended to (default: the start id).
+    pad = start_token_id if pad_token_id is None else pad_token_id
+    sequences = [list(s) or [start_token_id] for s in sequences]
     T = max(map(len, sequences))
-    ids = np.full((len(sequences), T), eos_token_id, np.int64)
+    ids = np.full((len(sequences), T), pad, np.int64)
     mask = np.zeros((len(sequences), T), np.int64)
     for row, s in enumerate(sequences):
         ids[row, T - len(s):], mask[row, T - len(s):] = s, 1
     return ids, mask
+
+
+def prompt_batch(config, sequences):  # B lists of ids -> batch_prompts with config's bos and pad ids
+    """transformers loads a config whose special ids lie outside the vocabulary; such an id is refused
+    only where it would be fed to the model (and embedded): bos for an empty prompt, the pad id for a
+    batch of prompts of different lengths."""
+    sequences = [list(s) for s in sequences]
+    if not all(sequences):
+        start_field = "eos_token_id" if config.bos_token_id is None else "bos_token_id"
+        check_fed(config, start_field, config.start_token_id, "an empty prompt starts from it")
+    pad_field, pad = config.padding_token
+    if len({len(s) or 1 for s in sequences}) > 1:
+        check_fed(config, pad_field, pad, "prompts of different lengths are padded with it")
+    return batch_prompts(sequences, config.start_token_id, pad)
+
+
+def check_fed(config, field, value, why):  # a special id the model is about to embed must be in the vocabulary
+    if not 0 <= value < config.vocab_size:
+        raise MinineoError(f"config.json: {field} {value} is outside the vocabulary [0, {config.vocab_size}), "
+                           f"and {why}")
 
 
 def generate_steps(model, ids, attention_mask=None, **settings):
@@ -111,6 +138,8 @@ def _steps(model, ids, mask, max_new, min_new, s):
         return
     B, T = ids.shape
     eos = model.config.eos_token_id
+    # an eos outside the vocabulary is never generated: nothing to hold off (nor an index to set)
+    suppressed_eos = eos if eos < model.config.vocab_size else None
     rng = np.random.default_rng(s.seed) if s.do_sample else None
     # the sequences so far, prompt and new tokens, for the repetition penalty; padding does not count
     tokens = np.concatenate([ids, np.zeros((B, max_new), np.int64)], axis=1)   # [B, T + max_new]
@@ -120,7 +149,7 @@ def _steps(model, ids, mask, max_new, min_new, s):
     h = model.forward(ids, mask, cache)[:, -1]   # [B, T] -> [B, d]: only the last position is scored
     for n in range(max_new):
         logits = model.check_finite(model.logits(h))   # [B, d] -> [B, V]
-        new = sampling.next_token(logits, tokens[:, :T + n], rng, num_new_tokens=n, eos_token_id=eos,
+        new = sampling.next_token(logits, tokens[:, :T + n], rng, num_new_tokens=n, eos_token_id=suppressed_eos,
                                   attention_mask=real[:, :T + n], min_new_tokens=min_new,
                                   **s.sampling_kwargs())
         new = np.where(finished, eos, new)       # [B]
@@ -137,9 +166,10 @@ def generate_ids(model, prompts, **settings):
     lists, of any lengths (-> a list of lists, generated together as one left-padded batch).
     Each output ends with EOS when the model stopped there."""
     single = len(prompts) == 0 or np.ndim(prompts[0]) == 0
-    batch = [check_token_ids(p, model.config.vocab_size, "prompts") for p in ([prompts] if single else prompts)]
+    batch = [check_token_ids(p, model.config.vocab_size, "prompts" if single else f"prompts[{i}]")
+             for i, p in enumerate([prompts] if single else prompts)]
     eos = model.config.eos_token_id
-    steps = list(generate_steps(model, *batch_prompts(batch, eos), **settings))   # N x [B]
+    steps = list(generate_steps(model, *prompt_batch(model.config, batch), **settings))   # N x [B]
     outputs = [cut_after_eos(row, eos) for row in np.array(steps, np.int64).reshape(-1, len(batch)).T]
     return outputs[0] if single else outputs
 
@@ -166,7 +196,7 @@ def detokenize(token_ids, tokenizer, eos_token_id):
 def stream_text(model, prompt, **settings):
     """One prompt -> an iterator of the new text, piece by piece as the tokens are generated."""
     eos = model.config.eos_token_id
-    steps = generate_steps(model, *batch_prompts([model.tokenizer.encode(prompt)], eos), **settings)
+    steps = generate_steps(model, *prompt_batch(model.config, [model.tokenizer.encode(prompt)]), **settings)
     return detokenize((new[0] for new in steps), model.tokenizer, eos)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MinineoError, is_int
-from ..model.gpt_neo import check_token_ids
+from ..model.gpt_neo import check_token_ids, id_array
 
 # Rows of logits made at once: the LM head's [rows, V] output is 51 MB at V = 50257, not 400 MB for
 # a 2048-token window.
@@ -82,7 +82,7 @@ def score_tokens(model, ids, context=None, stride=None, progress=None):
     """Score token ids with sliding windows -> Score(nll, tokens, windows, context, stride).
     context defaults to the model's max_position_embeddings (2048 for the released models), stride
     to context // 4 (512). progress(windows_done, windows_total) is called after each window."""
-    ids = np.asarray(ids)
+    ids = id_array(ids)
     context, stride = _check(model, ids, context, stride)
     spans = windows(len(ids), context, stride)
     nll = 0.0   # a Python float: the sum runs in float64

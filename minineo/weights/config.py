@@ -23,11 +23,21 @@ class Config:
     attention_layers: tuple = ("global", "local") * 6
     max_position_embeddings: int = 2048   # rows of wpe: the longest sequence
     layer_norm_epsilon: float = 1e-5
-    eos_token_id: int = 50256             # <|endoftext|>, also GPT-Neo's bos
+    eos_token_id: int = 50256             # <|endoftext|>; an id past the vocabulary: generation never stops early
+    bos_token_id: int | None = None       # where an empty prompt starts; None: eos_token_id (GPT-Neo's bos is eos)
+    pad_token_id: int | None = None       # left padding of a batch; None: eos_token_id, as transformers' generate
 
     @property
     def head_size(self):
         return self.hidden_size // self.num_heads
+
+    @property
+    def start_token_id(self):
+        return self.eos_token_id if self.bos_token_id is None else self.bos_token_id
+
+    @property
+    def padding_token(self):  # (field, id): what left-pads a batch, and the config.json field it comes from
+        return ("eos_token_id", self.eos_token_id) if self.pad_token_id is None else ("pad_token_id", self.pad_token_id)
 
 
 def _preset(d, layers, heads):
@@ -122,14 +132,19 @@ def config_from_dict(raw, source="config.json"):
         eps_value = math.inf
     if not 0 < eps_value < math.inf:
         raise MinineoError(f"{source}: layer_norm_epsilon must be a finite number > 0, got {_short(eps)}")
-    eos = raw.get("eos_token_id")
-    eos_given = eos is not None
-    eos = 50256 if eos is None else eos   # transformers' default for GPT-Neo: <|endoftext|>
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    if not eos_ids or not all(is_int(i, 0) and i < vocab_size for i in eos_ids):
-        default = "" if eos_given else " (the default: config.json gives none)"
-        raise MinineoError(f"{source}: eos_token_id must be an integer in [0, vocab_size {vocab_size}) or a "
-                           f"non-empty list of them, got {_short(eos)}{default}")
+    # Special ids are not checked against vocab_size, as transformers does not: an eos the model cannot
+    # produce only means generation never stops early. A bos or pad id outside the vocabulary is refused
+    # where it would be fed to the model (minineo.text.generate.prompt_batch), naming the field.
+    special = {}
+    for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        value = raw.get(key)
+        if key != "pad_token_id" and value is None:
+            value = 50256   # transformers' default for GPT-Neo: <|endoftext|>
+        ids = value if isinstance(value, list) and key == "eos_token_id" else [value]
+        if value is not None and not (ids and all(is_int(i, 0) for i in ids)):
+            listed = " or a non-empty list of them" if key == "eos_token_id" else ""
+            raise MinineoError(f"{source}: {key} must be an integer >= 0{listed}, got {_short(value)}")
+        special[key] = ids[0]
     if d % num_heads:
         raise MinineoError(f"{source}: hidden_size {d} is not divisible by num_heads {num_heads}")
 
@@ -149,7 +164,7 @@ def config_from_dict(raw, source="config.json"):
         attention_layers=tuple(expand_attention_types(attention_types)),
         max_position_embeddings=sizes["max_position_embeddings"],
         layer_norm_epsilon=eps_value,
-        eos_token_id=eos_ids[0],
+        **special,
     )
 
 
@@ -194,7 +209,8 @@ def config_to_dict(config):
         "max_position_embeddings": config.max_position_embeddings,
         "layer_norm_epsilon": config.layer_norm_epsilon,
         "activation_function": "gelu_new",
-        "bos_token_id": config.eos_token_id,
+        "bos_token_id": config.start_token_id,
         "eos_token_id": config.eos_token_id,
+        **({} if config.pad_token_id is None else {"pad_token_id": config.pad_token_id}),
         "tie_word_embeddings": True,
     }

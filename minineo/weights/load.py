@@ -23,8 +23,9 @@ def load(name=None, int8=False, fast=True):
     params = load_params(directory, config, int8=int8)
     tokenizer = Tokenizer.from_dir(directory)
     if tokenizer.directory == directory and tokenizer.vocab_size > config.vocab_size:   # ids past the embedding
-        raise MinineoError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
-                           f"vocab_size ({config.vocab_size})")
+        raise MinineoError(f"{tokenizer.files} has {tokenizer.vocab_size} tokens, but {directory / 'config.json'} "
+                           f"has vocab_size {config.vocab_size} (the rows of the model's embedding): the tokenizer "
+                           "belongs to another model")
     if not fast:
         return GPTNeo(config, params, tokenizer, source=str(directory))
     keep_freed_memory()

@@ -3,6 +3,7 @@
 A model directory carries either tokenizer.json (125m) or vocab.json + merges.txt (1.3B, 2.7B);
 a directory with neither falls back to the GPT-2 vocabulary shipped in minineo/data/gpt2-bpe.
 """
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -32,19 +33,21 @@ def bytes_to_unicode():
 
 
 class Tokenizer:
-    def __init__(self, backend, directory=None):
+    def __init__(self, backend, directory=None, files="the tokenizer"):
         self.backend = backend
         self.directory = directory   # where its files came from: the model's own, or GPT-2's fallback
+        self.files = files           # its file(s), as errors name them
         self.eos_token_id = backend.token_to_id(EOS)
         if self.eos_token_id is None:
-            raise MinineoError(f"the tokenizer has no {EOS} token")
+            raise MinineoError(f"{files}: the tokenizer has no {EOS} token")
         self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
 
     @classmethod
     def from_dir(cls, directory):
         directory = Path(directory)
         if (directory / "tokenizer.json").exists():
-            return cls(_read(directory / "tokenizer.json", tokenizers.Tokenizer.from_file), directory)
+            path = directory / "tokenizer.json"
+            return cls(_read(path, tokenizers.Tokenizer.from_file, f"{path}: its merges make"), directory, str(path))
         if not (directory / "vocab.json").exists():
             print(f"minineo: {directory}: no tokenizer files (tokenizer.json, or vocab.json + merges.txt); "
                   "using GPT-2's vocabulary, which every GPT-Neo shares", file=sys.stderr)
@@ -52,15 +55,16 @@ class Tokenizer:
         vocab, merges = directory / "vocab.json", directory / "merges.txt"
         if not merges.exists():
             raise MinineoError(f"{directory}: has vocab.json but no merges.txt")
-        backend = tokenizers.Tokenizer(_read(vocab, lambda _: models.BPE.from_file(str(vocab), str(merges))))
+        backend = tokenizers.Tokenizer(_read(vocab, lambda _: models.BPE.from_file(str(vocab), str(merges)),
+                                             f"{merges}: its merges make"))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens([EOS])
-        return cls(backend, directory)
+        return cls(backend, directory, f"{vocab} + {merges.name}")
 
     @property
-    def vocab_size(self):
-        return self.backend.get_vocab_size()
+    def vocab_size(self):  # the largest id + 1: the rows of an embedding that every token id indexes
+        return max(self.backend.get_vocab(with_added_tokens=True).values()) + 1
 
     def encode(self, text):  # str -> list[int]
         if not isinstance(text, str):
@@ -81,11 +85,18 @@ class Tokenizer:
         return b"".join(t.encode() if t == EOS else bytes(self._byte_of[c] for c in t) for t in self.tokens(ids))
 
 
-def _read(path, reader):  # reader(path), with a broken file as one line naming it, not a Rust panic message
+MISSING_MERGE = re.compile(r"Token `(.*)` out of vocabulary")   # the tokenizers library's words for it
+
+
+def _read(path, reader, merges_make):  # reader(path), with a broken file as one line naming it, not a Rust panic
     with open_regular_file(path):   # a FIFO, a directory or a link loop is refused here, not waited on
         pass
     try:
         return reader(str(path))
     except Exception as e:   # tokenizers raises plain Exceptions for unreadable, non-JSON or malformed files
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        missing = MISSING_MERGE.search(reason)
+        if missing:   # merges.txt from one tokenizer, vocab.json from another
+            raise MinineoError(f"{merges_make} the token {missing.group(1)!r}, which {path.name} does not have "
+                               "(the vocabulary and the merges belong to different tokenizers)") from None
         raise MinineoError(f"{path}: not a readable tokenizer file ({reason})") from None
