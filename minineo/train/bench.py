@@ -11,16 +11,16 @@ one warm-up step, "step memory" is the peak resident memory a step adds to the m
 For minineo it also says where a step's time goes.
 """
 import cProfile
+import mmap
 import multiprocessing
 import pstats
-import resource
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from ..commands.common import Parser, positive_int, run_command
+from ..commands.common import Parser, peak_memory, positive_int, run_command
 from ..errors import MinineoError
 from ..fast.threads import physical_cores
 from .loop import model_config
@@ -35,13 +35,9 @@ PARTS = {("backward.py", "block_forward"): "blocks forward", ("backward.py", "bl
          ("optim.py", "step"): "AdamW", ("optim.py", "clip_by_global_norm"): "clipping"}
 
 
-def rss_bytes():
+def rss_bytes():  # the resident memory now (Linux's /proc; the bench's step memory is measured there)
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # kilobytes on Linux
+        return int(f.read().split()[1]) * mmap.PAGESIZE
 
 
 def minineo_steps(shape, threads, steps, seed=0):  # -> seconds per step, step memory, {part: seconds per step}
@@ -78,7 +74,7 @@ def minineo_steps(shape, threads, steps, seed=0):  # -> seconds per step, step m
         part = PARTS.get((path.rsplit("/", 1)[-1], name)) if "minineo" in path else None
         if part:
             parts[part] = parts.get(part, 0) + cumtime / steps
-    return statistics.median(times), peak_rss_bytes() - before, parts
+    return statistics.median(times), peak_memory() - before, parts
 
 
 def torch_steps(shape, threads, steps, seed=0):
@@ -109,7 +105,7 @@ def torch_steps(shape, threads, steps, seed=0):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), peak_rss_bytes() - before, {}
+    return statistics.median(times), peak_memory() - before, {}
 
 
 ENGINES = {"minineo": minineo_steps, "pytorch": torch_steps}
