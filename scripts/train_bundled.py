@@ -61,22 +61,27 @@ WEIGHT_DECAY = 0.1
 
 
 def model_config(args):
+    return gpt_neo_config(args.hidden, args.layers, args.heads, [[["global", "local"], args.layers // 2]],
+                          args.window, 256, dropout=args.dropout)
+
+
+def gpt_neo_config(hidden, layers, heads, attention_types, window, context, dropout):  # GPT-2's vocabulary, tied head
     return GPTNeoConfig(
         vocab_size=50257,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        attention_types=[[["global", "local"], args.layers // 2]],
-        window_size=args.window,
-        max_position_embeddings=256,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        attention_types=attention_types,
+        window_size=window,
+        max_position_embeddings=context,
         intermediate_size=None,
         activation_function="gelu_new",
         layer_norm_epsilon=1e-5,
-        embed_dropout=args.dropout,
+        embed_dropout=dropout,
         # Dropout on every attention weight cost a quarter of each training step (one random draw per score)
         # for little regularisation beyond what the embedding and residual dropout already give.
         attention_dropout=0.0,
-        resid_dropout=args.dropout,
+        resid_dropout=dropout,
         bos_token_id=EOT,
         eos_token_id=EOT,
         tie_word_embeddings=True,

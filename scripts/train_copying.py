@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
+from transformers import GPTNeoForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_bundled as tb  # noqa: E402  (a sibling dev script, not a package)
@@ -56,25 +56,9 @@ def copying_period(window):
 
 
 def model_config(args):
+    # no dropout: the model is far too small to overfit 1.5 M tokens in a few thousand steps
     layers = args.layers.split(",")
-    return GPTNeoConfig(
-        vocab_size=50257,
-        hidden_size=args.hidden,
-        num_layers=len(layers),
-        num_heads=args.heads,
-        attention_types=[[layers, 1]],
-        window_size=args.window,
-        max_position_embeddings=args.ctx,
-        intermediate_size=None,
-        activation_function="gelu_new",
-        layer_norm_epsilon=1e-5,
-        embed_dropout=0.0,   # the model is far too small to overfit 1.5 M tokens in a few thousand steps
-        attention_dropout=0.0,
-        resid_dropout=0.0,
-        bos_token_id=EOT,
-        eos_token_id=EOT,
-        tie_word_embeddings=True,
-    )
+    return tb.gpt_neo_config(args.hidden, len(layers), args.heads, [[layers, 1]], args.window, args.ctx, dropout=0.0)
 
 
 def parse_args():
