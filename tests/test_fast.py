@@ -17,10 +17,12 @@ from minineo.model.mlp import gelu_new
 
 # Every way choices.py can pick, each forced in turn. int8_tile_kib=64: 14-row tiles when in = 1100.
 EVERY_CHOICE = {
-    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64",
-    "tiles matmul": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64",
-    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64",
-    "tiles dot x16, 1 KiB int8 tiles": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,int8_tile_kib=1",
+    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct",
+    "tiles matmul, int8 via int16": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
+                                    "int8_tile_kib=64,int8_cast=int16",
+    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64,int8_cast=direct",
+    "tiles dot x16, 1 KiB int8 tiles via int16": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,"
+                                                 "int8_tile_kib=1,int8_cast=int16",
 }
 
 
@@ -69,15 +71,41 @@ def spy(monkeypatch, cls, name):  # -> the list of (args) each call of cls.name 
     return calls
 
 
+def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls the tiles make, counted
+    counts = {"dot": 0, "matmul": 0}
+    for name in counts:
+        real = getattr(np, name)
+        monkeypatch.setattr(np, name, lambda *a, _real=real, _name=name, **k: (
+            counts.__setitem__(_name, counts[_name] + 1), _real(*a, **k))[1])
+    return counts
+
+
 @pytest.mark.parametrize("kib, rows", [(640, 64), (2048, 204)])
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
-    force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib}")
+    force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
+                       "int8_cast=direct")
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
+    products = count_products(monkeypatch)
     w.matmul_t(np.ones((1, 2560), np.float32))
-    sizes = {r1 - r0 for x2, r0, r1, out, form in calls}
-    assert sizes == {rows, 10240 % rows} - {0} and {form for *_, form in calls} == {"dot"}, sizes
+    sizes = {r1 - r0 for x2, r0, r1, out, chosen in calls}
+    assert sizes == {rows, 10240 % rows} - {0} and products == {"dot": len(calls), "matmul": 0}, (sizes, products)
+
+
+@pytest.mark.parametrize("cast, widened", [("direct", False), ("int16", True)])
+def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
+    # "int16" widens each tile to int16 before float32 (two casts NumPy runs faster than the one on some
+    # CPUs); "direct" casts once. The scratch buffers a product asks for show which way ran.
+    from minineo.fast import int8
+    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}")
+    asked = []
+    real = int8._scratch
+    monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
+    w = quantize(np.random.default_rng(0).standard_normal((100, 300), dtype=np.float32))
+    x = np.random.default_rng(1).standard_normal((1, 300), dtype=np.float32)
+    assert_close(w.matmul_t(x), x.astype(np.float64) @ w.dequantize().T.astype(np.float64), cast, tol=1e-4)
+    assert (np.int16 in asked) == widened and np.float32 in asked, asked
 
 
 @pytest.mark.parametrize("text, whole, form", [
@@ -86,18 +114,19 @@ def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, ki
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    force(monkeypatch, text + ",tiles_per_thread=4,int8_tile_kib=64")
+    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct"
+    force(monkeypatch, full)
     threads.set_threads(2)
     try:
         w = TiledWeight(np.ones((4096, 1024), np.float32))
         for m, by_blas in whole.items():
             calls = spy(monkeypatch, TiledWeight, "tile_product")
+            products = count_products(monkeypatch)
             w.matmul_t(np.ones((m, 1024), np.float32))
-            forms = {f for *_, f in calls}
-            assert (not calls) if by_blas else forms == {form if m == 1 else "matmul"}, (m, forms)
-            assert by_blas or len(calls) == 8, len(calls)   # 4 tiles per thread
+            tiles_form = form if m == 1 else "matmul"   # a prompt's tiles always take matmul
+            assert (not calls) if by_blas else products[tiles_form] == len(calls) == 8, (m, products, len(calls))
             monkeypatch.undo()
-            force(monkeypatch, text + ",tiles_per_thread=4,int8_tile_kib=64")
+            force(monkeypatch, full)
     finally:
         threads.set_threads(None)
 
@@ -114,7 +143,7 @@ def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
     force(monkeypatch, EVERY_CHOICE["tiles dot"])
     monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
     assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
-                                                tiles_per_thread=1, int8_tile_kib=64)
+                                                tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct")
 
 
 def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
@@ -131,6 +160,11 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
     assert choices.choose(2) == choices.Choices(decode="blas", tile_form="dot", tiles_per_thread=16,
                                                 int8_tile_kib=512, prefill="tiles")
     assert choices.read_measured(1) == {"ceiling_gb_per_s": 15.0}
+    # a file from a minineo that measured fewer choices (no int8_cast) is measured again, not half used
+    entry = choices.dataclasses.asdict(two)
+    del entry["int8_cast"]
+    choices.cache_path().write_text(choices.json.dumps({"threads": {"2": {"choices": entry, "measured": {}}}}))
+    assert choices.read_cached(2) is None
 
 
 def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
@@ -195,7 +229,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
     # must keep exactly those winners (and the best fp32 speed as the ceiling).
     from minineo.fast import calibrate
-    fastest = {"tiles dot x16": 1.0, 1024: 1.0, "tiles": 1.0}   # every other candidate takes 2 s
+    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0}   # every other candidate takes 2 s
 
     def made_up(candidates, one_pass, passes=calibrate.PASSES):
         return {label: fastest.get(label, 2.0) for label in candidates}
@@ -206,7 +240,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     finally:
         threads.set_threads(None)
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
-                                     prefill="tiles"), chosen
+                                     int8_cast="int16", prefill="tiles"), chosen
     one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
     assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9
     assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")

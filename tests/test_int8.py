@@ -15,23 +15,23 @@ def n_threads(request):
     threads.set_threads(None)
 
 
-def force(monkeypatch, int8_tile_kib):   # every choice forced: the tests never wait for a measurement
+def force(monkeypatch, int8_tile_kib, cast):   # every choice forced: the tests never wait for a measurement
     monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
-                                    f"int8_tile_kib={int8_tile_kib}")
+                                    f"int8_tile_kib={int8_tile_kib},int8_cast={cast}")
     choices.forget()
 
 
-@pytest.fixture(autouse=True)
-def default_tiles(monkeypatch):
-    force(monkeypatch, choices.Choices().int8_tile_kib)
-    yield
+@pytest.fixture(autouse=True, params=["direct", "int16"], ids=lambda cast: f"cast {cast}")
+def default_tiles(request, monkeypatch):
+    force(monkeypatch, choices.Choices().int8_tile_kib, request.param)
+    yield request.param
     choices.forget()
 
 
 @pytest.fixture
-def small_tiles(monkeypatch):
+def small_tiles(monkeypatch, default_tiles):
     # Tiny tiles, so that even small test matrices span many tiles with a ragged last one.
-    force(monkeypatch, 1)                                  # 1 KiB: 7 rows when in = 33
+    force(monkeypatch, 1, default_tiles)                                # 1 KiB: 7 rows when in = 33
     monkeypatch.setattr(int8, "PREFILL_TILE_ROWS", 5)
 
 

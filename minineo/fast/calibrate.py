@@ -4,7 +4,8 @@ Decode reads every weight once per token, so its products are timed over float32
 than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles are timed over the same memory read as int8 (1 byte a weight),
-prompts over one matrix with 128 rows of x. Candidates take turns pass by pass, so a neighbour
+prompts over one matrix with 128 rows of x. int8 tiles are timed for each tile size
+and each way of casting them to float32. Candidates take turns pass by pass, so a neighbour
 that gets busier slows them all alike; each gets the median of its passes. Values do not matter
 for speed, so the matrices are ones.
 """
@@ -68,14 +69,15 @@ def measure(threads, nbytes=None):
     int8 = [Int8Weight(q, np.ones(len(q), np.float32))
             for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
-    tiles = {kib: dataclasses.replace(best_tiles, int8_tile_kib=kib) for kib in (128, 256, 512, 1024, 2048, 4096)}
+    tiles = {f"{cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib)
+             for cast in ("direct", "int16") for kib in (128, 256, 512, 1024, 2048, 4096)}
 
     def int8_pass(choices):
         for w in int8:
             w.matmul_t(xs[w.shape[1]], choices)
-    seconds = timed_passes({kib: (c,) for kib, c in tiles.items()}, int8_pass)
-    int8_gws = {kib: nbytes / s / 1e9 for kib, s in seconds.items()}      # int8: one byte a weight
-    best_kib = max(int8_gws, key=int8_gws.get)
+    seconds = timed_passes({label: (c,) for label, c in tiles.items()}, int8_pass)
+    int8_gws = {label: nbytes / s / 1e9 for label, s in seconds.items()}      # int8: one byte a weight
+    best_int8 = tiles[max(int8_gws, key=int8_gws.get)]
 
     prompt = np.ones((PROMPT_ROWS, COLS), np.float32)
     flop = 2 * PROMPT_ROWS * weights[0].w.size
@@ -85,9 +87,9 @@ def measure(threads, nbytes=None):
     gflops = {label: flop / s / 1e9 for label, s in seconds.items()}
 
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
-                                  tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_kib,
-                                  prefill=max(gflops, key=gflops.get))
+                                  tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
+                                  int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get))
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
-                "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": {str(k): v for k, v in int8_gws.items()},
+                "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops}
     return choices, measured

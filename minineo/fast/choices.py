@@ -15,6 +15,9 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
     tiles_per_thread  float32 tiles per thread in "tiles" mode: more let a slowed core hand work over
     int8_tile_kib     KiB of float32 that a tile of an int8 weight is converted into, few rows of x:
                       a tile that stays in L2 converts faster, fewer tiles cost fewer Python calls
+    int8_cast         how a tile of int8 weights becomes float32: "direct" (one cast) or "int16"
+                      (int8 -> int16 -> float32: on a Xeon core NumPy 2.4 cast int8 to float32 at
+                      5.0 G values/s, but int8 to int16 at 11 and int16 to float32 at 14)
     prefill           many rows of x (a prompt): "blas" or "tiles"
 
 MININEO_CHOICES="decode=tiles,tile_form=dot" forces any of them (the others are measured); a
@@ -43,10 +46,12 @@ class Choices:
     tile_form: str = "matmul"
     tiles_per_thread: int = 4
     int8_tile_kib: int = 256
+    int8_cast: str = "direct"
     prefill: str = "blas"
 
 
-ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "prefill": ("blas", "tiles")}
+ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "int8_cast": ("direct", "int16"),
+           "prefill": ("blas", "tiles")}
 NAMES = [field.name for field in dataclasses.fields(Choices)]
 _chosen = {}   # threads -> Choices, for this process
 
@@ -111,10 +116,11 @@ def writable(directory):
 
 def read_cached(threads):  # -> Choices measured earlier for this CPU and thread count, or None
     try:
-        entry = json.loads(cache_path().read_text())["threads"][str(threads)]
-        return Choices(**entry["choices"])
+        kept = json.loads(cache_path().read_text())["threads"][str(threads)]["choices"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # kept by another minineo version, which measured other choices than these: measure again
+    return Choices(**kept) if isinstance(kept, dict) and set(kept) == set(NAMES) else None
 
 
 def write_cached(threads, choices, measured):

@@ -66,10 +66,16 @@ class Int8Weight(TiledWeight):
         rows = max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1]))
         return min(rows, super().tile_rows(m, threads, choices))
 
-    def tile_product(self, x2, r0, r1, out, form):  # out = x2 @ q[r0:r1].T, before the scale
-        w = _scratch((r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])  # [r, in], reused
-        w[...] = self.q[r0:r1]                        # int8 -> float32 is exact
-        multiply(x2, w, out, form)                    # [M, in] @ [in, r] -> [M, r]
+    def tile_product(self, x2, r0, r1, out, choices):  # out = x2 @ q[r0:r1].T, before the scale
+        shape = (r1 - r0, self.shape[1])
+        w = _scratch(np.float32, shape)               # [r, in], reused
+        if choices.int8_cast == "int16":              # two casts NumPy does faster than the one (choices.py)
+            wide = _scratch(np.int16, shape)
+            wide[...] = self.q[r0:r1]
+            w[...] = wide
+        else:
+            w[...] = self.q[r0:r1]                    # int8 -> float32 is exact, and so is int16 on the way
+        multiply(x2, w, out, choices)                 # [M, in] @ [in, r] -> [M, r]
 
     def finish(self, y):
         y *= self.scale                               # [M, out] * [out]
@@ -88,8 +94,10 @@ def quantize(w):  # [out, in] float32 -> Int8Weight
 _local = threading.local()
 
 
-def _scratch(size):  # float32 [size], one per thread, reused across calls: no per-call allocation
-    buf = getattr(_local, "buf", None)
+def _scratch(dtype, shape):  # an array [shape] of dtype, one per thread and dtype, reused: no allocation per call
+    size = shape[0] * shape[1]
+    buf = getattr(_local, dtype.__name__, None)
     if buf is None or buf.size < size:
-        buf = _local.buf = np.empty(size, dtype=np.float32)
-    return buf[:size]
+        buf = np.empty(size, dtype=dtype)
+        setattr(_local, dtype.__name__, buf)
+    return buf[:size].reshape(shape)

@@ -61,11 +61,10 @@ class TiledWeight:
         y = np.empty((len(x2), n_out), np.float32)                          # [M, n_out]
         threads = threads_for(n_out * n_in, len(x2))
         rows = self.tile_rows(len(x2), threads, choices)
-        form = choices.tile_form if len(x2) == 1 else "matmul"
 
         def tile(i):  # y[:, r0:r1] = x @ w[r0:r1].T
             r0, r1 = i * rows, min((i + 1) * rows, n_out)
-            self.tile_product(x2, r0, r1, y[:, r0:r1], form)
+            self.tile_product(x2, r0, r1, y[:, r0:r1], choices)
 
         parallel_for(-(-n_out // rows), tile, threads)
         self.finish(y)
@@ -77,15 +76,15 @@ class TiledWeight:
     def tile_rows(self, m, threads, choices):  # rows of w per tile
         return self.shape[0] if threads == 1 else -(-self.shape[0] // (choices.tiles_per_thread * threads))
 
-    def tile_product(self, x2, r0, r1, out, form):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
-        multiply(x2, self.w[r0:r1], out, form)
+    def tile_product(self, x2, r0, r1, out, choices):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
+        multiply(x2, self.w[r0:r1], out, choices)
 
     def finish(self, y):  # what is left to do to y once every tile is done: nothing, in float32
         pass
 
 
-def multiply(x2, w, out, form):  # out [M, r] = x2 [M, n_in] @ w [r, n_in].T, the same numbers either way
-    if form == "dot":    # one row of x: w @ x, the matrix-vector kernel that walks w's rows
+def multiply(x2, w, out, choices):  # out [M, r] = x2 [M, n_in] @ w [r, n_in].T, the same numbers either way
+    if len(x2) == 1 and choices.tile_form == "dot":   # w @ x, the matrix-vector kernel that walks w's rows
         np.dot(w, x2[0], out=out[0])
     else:
         np.matmul(x2, w.T, out=out)
