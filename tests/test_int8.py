@@ -167,11 +167,13 @@ def blas_threads():   # NumPy's BLAS only: torch, once another test imports it, 
             if info["user_api"] == "blas" and "numpy" in info["filepath"]]
 
 
-def test_blas_runs_one_thread_inside_the_pool_and_outside():
+def test_blas_runs_one_thread_inside_the_pool_and_its_own_threads_only_when_asked():
     # minineo's threads split the matmuls; BLAS's own threads would fight them (see threads.py).
     try:
         threads.set_threads(2)
         assert blas_threads() == [1] and threads.get_threads() == 2
+        with threads.blas_threads(2):
+            assert blas_threads() == [2]
         inside = []
         threads.parallel_for(4, lambda i: inside.append(blas_threads()))
         assert inside == [[1]] * 4

@@ -9,9 +9,11 @@ A weight matmul is shared by threads one of two ways, chosen per CPU by measurem
   wait for the slowest: on a 2-core AMD EPYC with one core busy with another program, 2 BLAS
   threads ran GPT-Neo 125M 7x slower than 1 thread. On a quiet 2-core Intel Xeon they read memory
   twice as fast as 2 Python threads with 32 tiles (30.9 against 14.8 GB/s).
-`set_threads(n)` sizes minineo's pool and keeps BLAS at one thread everywhere else (the small
-attention products), so that the two never fight over the cores (oversubscription). Until
-set_threads is called BLAS keeps its own count outside `parallel_for`.
+`set_threads(n)` sizes minineo's pool. minineo's threads and BLAS's never run together (which
+would oversubscribe the cores): inside `parallel_for` BLAS runs one thread, and a product that BLAS
+splits itself sets its threads. BLAS keeps the count it was last given in between (the small
+attention products); setting it back to one after every product cost 1-3% of GPT-Neo 125M's decode
+speed on a 2-core Xeon. Until minineo's first product or set_threads, BLAS keeps its own count.
 """
 import contextlib
 import functools
@@ -26,7 +28,8 @@ from ..errors import MinineoError, is_int
 
 _controller = ThreadpoolController()   # finds the loaded BLAS once; limiting it later is cheap
 _blas = [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
-_lock = threading.Lock()                # one parallel region at a time: the BLAS limit is process-wide
+_blas_count = None                      # the thread count minineo last gave BLAS; None: BLAS's own
+_lock = threading.Lock()                # one parallel region at a time: the BLAS count is process-wide
 _threads = None                         # None until set_threads: then physical_cores() is used
 _pool = None                            # get_threads() - 1 workers; the caller is the last one
 
@@ -52,14 +55,15 @@ def get_threads():
 
 def set_threads(n=None):
     """Use n threads for minineo's matmuls, and 1 for BLAS; None means one per physical core."""
-    global _threads, _pool
+    global _threads, _pool, _blas_count
     if n is None:
         n = physical_cores()
     if not is_int(n, 1):
         raise MinineoError(f"the number of threads must be an integer >= 1, got {n!r}")
     n = int(n)
     with _lock:
-        _controller.limit(limits=1, user_api="blas")   # not used as a context: stays until changed
+        _blas_count = None   # set it whatever it was: other code may have changed it meanwhile
+        _set_blas_threads(1)
         if _pool is not None:
             _pool.shutdown()
         _threads, _pool = n, None
@@ -100,7 +104,8 @@ def parallel_for(n_items, work, threads=None):
                 return
             work(i)
 
-    with _lock, _controller.limit(limits=1, user_api="blas"):
+    with _lock:
+        _set_blas_threads(1)
         futures = [_get_pool().submit(worker) for _ in range(n_threads - 1)]
         try:
             worker()
@@ -111,16 +116,20 @@ def parallel_for(n_items, work, threads=None):
 
 
 @contextlib.contextmanager
-def blas_threads(n):  # BLAS's own n threads for the calls inside, then one again
-    # set_num_threads on the loaded BLAS directly: a threadpoolctl limit() costs ~15 us per product.
+def blas_threads(n):  # BLAS's own n threads for the calls inside (kept after them: see the top)
     with _lock:
+        _set_blas_threads(n)
+        yield
+
+
+def _set_blas_threads(n):  # the caller holds _lock
+    # set_num_threads on the loaded BLAS directly, and only when the count changes: a threadpoolctl
+    # limit() costs ~15 us, a set_num_threads ~5 us, and a decode step of 2.7B makes 193 products.
+    global _blas_count
+    if n != _blas_count:
         for blas in _blas:
             blas.set_num_threads(n)
-        try:
-            yield
-        finally:
-            for blas in _blas:
-                blas.set_num_threads(1)
+        _blas_count = n
 
 
 def _get_pool():
