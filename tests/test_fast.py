@@ -2,6 +2,7 @@
 threads, whatever the machine's core count, each way of computing a product that choices.py can
 pick (forced one by one), whether or not a product is split into tiles."""
 import ctypes
+import importlib
 import subprocess
 import sys
 
@@ -14,15 +15,19 @@ from minineo.fast import Int8Weight, TiledWeight, choices, quantize, threads
 from minineo.model.linear import linear
 from minineo.model.mlp import gelu_new
 
+tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fast.tiled is also a function
+
 
 # Every way choices.py can pick, each forced in turn. int8_tile_kib=64: 14-row tiles when in = 1100.
+# Every product is split among the threads, however small: otherwise a wrong tile offset would only show on big ones.
+SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1"
 EVERY_CHOICE = {
-    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct",
+    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
     "tiles matmul, int8 via int16": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
-                                    "int8_tile_kib=64,int8_cast=int16",
-    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64,int8_cast=direct",
+                                    "int8_tile_kib=64,int8_cast=int16" + SPLIT_ALL,
+    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
     "tiles dot x16, 1 KiB int8 tiles via int16": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,"
-                                                 "int8_tile_kib=1,int8_cast=int16",
+                                                 "int8_tile_kib=1,int8_cast=int16" + SPLIT_ALL,
 }
 
 
@@ -39,9 +44,7 @@ def every_choice(request, monkeypatch):
 
 
 @pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
-def n_threads(request, monkeypatch):
-    # Every product is split, however small: otherwise a wrong tile offset would only show on big ones.
-    monkeypatch.setattr(threads, "MIN_WORK_FOR_THREADS", 0)
+def n_threads(request):
     threads.set_threads(request.param)
     yield request.param
     threads.set_threads(None)
@@ -84,7 +87,7 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
     force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
-                       "int8_cast=direct")
+                       "int8_cast=direct" + SPLIT_ALL)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
     products = count_products(monkeypatch)
@@ -98,7 +101,8 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
     # "int16" widens each tile to int16 before float32 (two casts NumPy runs faster than the one on some
     # CPUs); "direct" casts once. The scratch buffers a product asks for show which way ran.
     from minineo.fast import int8
-    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}")
+    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}"
+                       + SPLIT_ALL)
     asked = []
     real = int8._scratch
     monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
@@ -114,7 +118,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct"
+    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL
     force(monkeypatch, full)
     threads.set_threads(2)
     try:
@@ -143,7 +147,8 @@ def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
     force(monkeypatch, EVERY_CHOICE["tiles dot"])
     monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
     assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
-                                                tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct")
+                                                tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct",
+                                                fp32_threads_from=1, int8_threads_from=1)
 
 
 def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
@@ -167,15 +172,24 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
     assert choices.read_cached(2) is None
 
 
-def test_small_products_stay_on_one_thread_and_big_ones_are_shared():
+@pytest.mark.parametrize("kind", ["float32", "int8"])
+def test_products_are_shared_from_the_measured_size_on(monkeypatch, kind):
+    # Each kind of weight has its own threshold (weights x rows of x): below it one thread, from it all.
+    force(monkeypatch, "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,"
+                       + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
+                          else "fp32_threads_from=2,int8_threads_from=6000"))
+    matrix = np.random.default_rng(0).standard_normal((100, 30), dtype=np.float32)   # 3,000 weights
+    weight = TiledWeight(matrix) if kind == "float32" else quantize(matrix)
+    used = []
+    real = threads.parallel_for
+    monkeypatch.setattr(tiled, "parallel_for", lambda n, work, t=None: (used.append(t), real(n, work, t))[1])
     threads.set_threads(2)
     try:
-        assert threads.threads_for(768 * 768, 1) == 1            # 125M's attention projection, one token
-        assert threads.threads_for(3072 * 768, 1) == 1           # 125M's MLP, one token: slower on two
-        assert threads.threads_for(2560 * 10240, 1) == 2         # 2.7B's MLP, one token
-        assert threads.threads_for(768 * 768, 128) == 2          # a 128-token prompt
+        for m in (1, 2):   # 3,000 and 6,000 weights x rows
+            weight.matmul_t(np.ones((m, 30), np.float32))
     finally:
         threads.set_threads(None)
+    assert used == [1, 2], used
 
 
 def test_fast_model_equals_plain_model(n_threads, every_choice):
@@ -229,7 +243,9 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
     # must keep exactly those winners (and the best fp32 speed as the ceiling).
     from minineo.fast import calibrate
-    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0}   # every other candidate takes 2 s
+    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0,   # every other candidate takes 2 s
+               (2**20, "threads"): 1.0, (2**21, "threads"): 1.0, (2**22, "threads"): 1.0, (2**23, "threads"): 1.0,
+               (2**24, "threads"): 1.0, (2**18, "threads"): 1.0}   # 2^19 not: int8 and fp32 are shared from 2^20
 
     def made_up(candidates, one_pass, passes=calibrate.PASSES):
         return {label: fastest.get(label, 2.0) for label in candidates}
@@ -240,7 +256,8 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     finally:
         threads.set_threads(None)
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
-                                     int8_cast="int16", prefill="tiles"), chosen
+                                     int8_cast="int16", prefill="tiles", fp32_threads_from=2**20,
+                                     int8_threads_from=2**20), chosen
     one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
     assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9
     assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")

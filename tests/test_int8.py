@@ -17,7 +17,8 @@ def n_threads(request):
 
 def force(monkeypatch, int8_tile_kib, cast):   # every choice forced: the tests never wait for a measurement
     monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
-                                    f"int8_tile_kib={int8_tile_kib},int8_cast={cast}")
+                                    f"int8_tile_kib={int8_tile_kib},int8_cast={cast},"
+                                    f"fp32_threads_from=1,int8_threads_from=1")   # every product split, however small
     choices.forget()
 
 

@@ -3,11 +3,11 @@
 Decode reads every weight once per token, so its products are timed over float32 matrices larger
 than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
-a matrix-vector product. int8 tiles are timed over the same memory read as int8 (1 byte a weight),
-prompts over one matrix with 128 rows of x. int8 tiles are timed for each tile size
-and each way of casting them to float32. Candidates take turns pass by pass, so a neighbour
-that gets busier slows them all alike; each gets the median of its passes. Values do not matter
-for speed, so the matrices are ones.
+a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
+are timed over half that memory read as int8 (1 byte a weight); prompts over one matrix with 128
+rows of x; and from what size a product pays for the threads, over rows of those matrices.
+Candidates take turns pass by pass, so a neighbour that gets busier slows them all alike; each
+gets the median of its passes. Values do not matter for speed, so the matrices are ones.
 """
 import dataclasses
 import statistics
@@ -24,6 +24,9 @@ ROWS, COLS = 10240, 2560                         # GPT-Neo 2.7B's MLP matrix: 10
 MIN_BYTES, MAX_BYTES = 256 * 2**20, 3 * 2**29    # 256 MiB .. 1.5 GiB of weights
 PROMPT_ROWS = 128
 PASSES = 5
+THREADS_FROM = [1 << k for k in range(17, 25)]   # product sizes (weights) timed on 1 thread and on all
+WORK_PER_SIZE = 1 << 24                          # weights each size's pass multiplies
+NEVER = 1 << 62                                  # a threshold no product reaches: one thread always
 
 
 def weights_bytes():  # bytes of test matrices: twice the L3 (where known), within the bounds above
@@ -66,18 +69,23 @@ def measure(threads, nbytes=None):
     best_tiles = decode[max((label for label in gbps if label != "blas"), key=gbps.get)]
 
     # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
+    # (half of them: a tile's cast, not the memory, bounds int8, and 10 candidates take turns)
     int8 = [Int8Weight(q, np.ones(len(q), np.float32))
-            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32))]
+            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32[:-(-n // 2)]))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
     tiles = {f"{cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib)
-             for cast in ("direct", "int16") for kib in (128, 256, 512, 1024, 2048, 4096)}
+             for cast in ("direct", "int16") for kib in (256, 512, 1024, 2048, 4096)}
 
     def int8_pass(choices):
         for w in int8:
             w.matmul_t(xs[w.shape[1]], choices)
     seconds = timed_passes({label: (c,) for label, c in tiles.items()}, int8_pass)
-    int8_gws = {label: nbytes / s / 1e9 for label, s in seconds.items()}      # int8: one byte a weight
+    int8_gws = {label: sum(w.q.size for w in int8) / s / 1e9 for label, s in seconds.items()}
     best_int8 = tiles[max(int8_gws, key=int8_gws.get)]
+
+    fp32_from = threads_from([w.w for w in weights], lambda v: TiledWeight(v), best_tiles, "fp32_threads_from", threads)
+    int8_from = threads_from([w.q for w in int8 if w.shape[1] == COLS], lambda v: Int8Weight(v, np.ones(len(v), np.float32)),
+                             best_int8, "int8_threads_from", threads)
 
     prompt = np.ones((PROMPT_ROWS, COLS), np.float32)
     flop = 2 * PROMPT_ROWS * weights[0].w.size
@@ -88,8 +96,33 @@ def measure(threads, nbytes=None):
 
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
-                                  int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get))
+                                  int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get),
+                                  fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"])
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
-                "prefill_gflop_per_s": gflops}
+                "prefill_gflop_per_s": gflops, "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
     return choices, measured
+
+
+def threads_from(matrices, weight, choices, field, threads):
+    """-> {"chosen": the least weights (one row of x) from which a product shared by the threads beat one
+    thread, at that size and every larger one measured; "seconds": each size's times}. Products of
+    each size are taken over fresh rows of `matrices` (views, no copy), as a decode step meets them."""
+    if threads == 1:
+        return {"chosen": getattr(Choices(), field), "seconds": {}}
+    never, always = (dataclasses.replace(choices, **{field: n}) for n in (NEVER, 1))
+    candidates = {}
+    for size in THREADS_FROM:
+        rows = max(1, size // COLS)
+        views = [weight(m[r:r + rows]) for m in matrices for r in range(0, len(m) - rows + 1, rows)]
+        views = views[:max(1, WORK_PER_SIZE // size)]
+        x = np.ones((1, COLS), np.float32)
+        candidates[size, "1 thread"], candidates[size, "threads"] = (views, x, never), (views, x, always)
+
+    def one_pass(views, x, chosen):
+        for w in views:
+            w.matmul_t(x, chosen)
+    seconds = timed_passes(candidates, one_pass)
+    wins = [seconds[size, "threads"] < seconds[size, "1 thread"] for size in THREADS_FROM]
+    chosen = next((size for i, size in enumerate(THREADS_FROM) if all(wins[i:])), NEVER)
+    return {"chosen": chosen, "seconds": {f"{size} {mode}": t for (size, mode), t in seconds.items()}}

@@ -4,7 +4,7 @@ The same `x @ w.T` can be computed several ways that give the same numbers, and 
 depends on the CPU: on a 2-core Intel Xeon (Sapphire Rapids) 2 Python threads sharing 32 tiles
 read memory at half the speed of BLAS's own 2 threads, while on AMD Zen 4/5 the tiles were at the
 bandwidth ceiling (docs/performance.md). So minineo measures each way once per CPU model and thread
-count (`python -m minineo.calibrate`, a few seconds, run by itself the first time a model
+count (`python -m minineo.calibrate`, about 10 seconds, run by itself the first time a model
 multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
 
     decode            one row of x (a decode step, bound by memory bandwidth):
@@ -19,6 +19,11 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       (int8 -> int16 -> float32: on a Xeon core NumPy 2.4 cast int8 to float32 at
                       5.0 G values/s, but int8 to int16 at 11 and int16 to float32 at 14)
     prefill           many rows of x (a prompt): "blas" or "tiles"
+    fp32_threads_from weights x rows of x from which a tiled float32 product is shared by minineo's
+    int8_threads_from threads, and an int8 one: below it a parallel region (waking the pool's
+                      threads) costs more than a second thread saves. On a quiet 2-core Xeon, 125M
+                      int8 decode ran 28.5 tok/s from 2^22, 33.2 from 2^20 (which shares the MLP's
+                      3072 x 768 matrices), 29.5 from 2^18
 
 MININEO_CHOICES="decode=tiles,tile_form=dot" forces any of them (the others are measured); a
 full set skips the measurement. Where nothing can be measured (no writable cache, the measurement
@@ -48,6 +53,8 @@ class Choices:
     int8_tile_kib: int = 256
     int8_cast: str = "direct"
     prefill: str = "blas"
+    fp32_threads_from: int = 1 << 22
+    int8_threads_from: int = 1 << 22
 
 
 ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "int8_cast": ("direct", "int16"),
@@ -156,7 +163,7 @@ def calibrate_in_child(threads):
     in this process's memory) and read what it cached; None if it could not."""
     if sys.stderr.isatty():   # a person waiting is told why; a log or a test's captured output is not
         print(f"minineo: measuring which way of multiplying is fastest on this CPU with {threads} threads "
-              f"(once, a few seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
+              f"(once, about 10 seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
     done = run_module("minineo.calibrate", "--threads", str(threads), stdout=subprocess.DEVNULL)
     choices = read_cached(threads) if done.returncode == 0 else None
     if choices is None and sys.stderr.isatty():

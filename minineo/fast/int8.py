@@ -58,6 +58,9 @@ class Int8Weight(TiledWeight):
     def whole_by_blas(self, m, choices):  # never: q is converted to float32 a tile at a time
         return False
 
+    def threads_from(self, choices):  # a tile converts before it multiplies: a second thread pays sooner
+        return choices.int8_threads_from
+
     def tile_rows(self, m, threads, choices):
         """Rows of q converted at once, for M rows of x: the measured tile for few rows, and never so
         few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""

@@ -69,15 +69,11 @@ def set_threads(n=None):
         _threads, _pool = n, None
 
 
-# A product smaller than this (weights x rows of x) runs on one thread: a parallel region costs
-# ~80-110 us here (waking the pool's threads and handing out tiles), more than a small product gains.
-# Measured on GPT-Neo 125M decode (2-core Xeon, 2 threads): at 2^20, which threads the 3072 x 768 MLP
-# matrices, 19.9 tok/s, no better than 1 thread (20.0); at 2^22 (only the LM head and prompts) 21.3-21.8.
-MIN_WORK_FOR_THREADS = 1 << 22
-
-
-def threads_for(n_weights, m):  # -> the threads worth using for a product of m rows with n_weights weights
-    return get_threads() if n_weights * m >= MIN_WORK_FOR_THREADS else 1
+def threads_for(work, threads_from):  # -> the threads worth using for a product of `work` weights x rows of x
+    # A parallel region costs tens of microseconds (waking the pool's threads, handing out tiles), more
+    # than a small product gains; from how much work a second thread pays is measured per CPU and per
+    # kind of weight (choices.py: fp32_threads_from, int8_threads_from).
+    return get_threads() if work >= threads_from else 1
 
 
 def parallel_for(n_items, work, threads=None):

@@ -59,7 +59,7 @@ class TiledWeight:
                 y = np.matmul(x2, self.w.T)                                  # [M, n_out]
             return y.reshape(*np.shape(x)[:-1], n_out)
         y = np.empty((len(x2), n_out), np.float32)                          # [M, n_out]
-        threads = threads_for(n_out * n_in, len(x2))
+        threads = threads_for(n_out * n_in * len(x2), self.threads_from(choices))
         rows = self.tile_rows(len(x2), threads, choices)
 
         def tile(i):  # y[:, r0:r1] = x @ w[r0:r1].T
@@ -72,6 +72,9 @@ class TiledWeight:
 
     def whole_by_blas(self, m, choices):
         return (choices.prefill if m >= PREFILL_ROWS else choices.decode) == "blas"
+
+    def threads_from(self, choices):  # weights x rows of x from which minineo's threads share the tiles
+        return choices.fp32_threads_from
 
     def tile_rows(self, m, threads, choices):  # rows of w per tile
         return self.shape[0] if threads == 1 else -(-self.shape[0] // (choices.tiles_per_thread * threads))
