@@ -35,7 +35,7 @@ from ..fast import choices as chosen
 from ..fast.cpu import cache_bytes
 from ..weights.config import PRESETS, Config
 from .common import Parser, run_command
-from .measure_configuration import SEED
+from .measure_configuration import PREFILL_REPEATS, SEED
 
 TINY = Config(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
               window_size=16, attention_layers=("global", "local"), max_position_embeddings=2048,
@@ -160,7 +160,8 @@ def table(results, info, args):
                  + "; ".join(f"{t} thread{'s' * (t > 1)}: " + ", ".join(f"{k}={v}" for k, v in c["choices"].__dict__.items())
                              for t, c in ceilings.items()) + ".")
     lines.append(f"Random weights; median of {args.runs} runs, each a fresh process, the configurations "
-                 f"taking turns; decode = {args.new_tokens} greedy steps after a {prompts[0]}-token prompt, "
+                 f"taking turns; prefill = the median of {PREFILL_REPEATS} passes in each run; decode = "
+                 f"{args.new_tokens} greedy steps after a {prompts[0]}-token prompt, "
                  f"KV cache (x B: B copies of the prompt decoded together, tokens/s counting every row); "
                  f"% of ceiling = the bytes of weights a step reads, per second, against the ceiling with "
                  f"the same threads; peak RSS = the largest of the runs."
