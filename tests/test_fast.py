@@ -243,9 +243,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
     # must keep exactly those winners (and the best fp32 speed as the ceiling).
     from minineo.fast import calibrate
-    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0,   # every other candidate takes 2 s
-               (2**20, "threads"): 1.0, (2**21, "threads"): 1.0, (2**22, "threads"): 1.0, (2**23, "threads"): 1.0,
-               (2**24, "threads"): 1.0, (2**18, "threads"): 1.0}   # 2^19 not: int8 and fp32 are shared from 2^20
+    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0}   # every other candidate takes 2 s
 
     def made_up(candidates, one_pass, passes=calibrate.PASSES):
         return {label: fastest.get(label, 2.0) for label in candidates}
@@ -256,9 +254,26 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     finally:
         threads.set_threads(None)
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
-                                     int8_cast="int16", prefill="tiles", fp32_threads_from=2**20,
-                                     int8_threads_from=2**20), chosen
+                                     int8_cast="int16", prefill="tiles"), chosen   # threads_from: no room, defaults
     one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
     assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9
     assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")
                                                                 for k in (1, 4, 16)}
+
+
+@pytest.mark.parametrize("threads_win_at, chosen", [
+    ({2**18, 2**20, 2**21, 2**22, 2**23, 2**24}, 2**20),   # a win at 2^18 alone does not count: 2^19 lost
+    (set(), 1 << 62),                                      # threads never won: one thread always
+])
+def test_threads_are_used_from_the_least_size_that_wins_at_every_larger_one(monkeypatch, threads_win_at, chosen):
+    from minineo.fast import calibrate
+
+    def made_up(candidates, one_pass, passes=calibrate.PASSES):   # threads take 1 s where they win, else 3
+        return {(size, mode): 2.0 if mode == "1 thread" else 1.0 if size in threads_win_at else 3.0
+                for size, mode in candidates}
+    monkeypatch.setattr(calibrate, "timed_passes", made_up)
+    rows = np.ones((2**24 // calibrate.COLS + 1, calibrate.COLS), np.float32)   # room for every size
+    found = calibrate.threads_from([rows], TiledWeight, choices.Choices(), "fp32_threads_from", threads=2)
+    assert found["chosen"] == chosen, found
+    tiny = calibrate.threads_from([rows[:1]], TiledWeight, choices.Choices(), "int8_threads_from", threads=2)
+    assert tiny["chosen"] == choices.Choices().int8_threads_from   # too small to measure: the default

@@ -111,18 +111,22 @@ def threads_from(matrices, weight, choices, field, threads):
     if threads == 1:
         return {"chosen": getattr(Choices(), field), "seconds": {}}
     never, always = (dataclasses.replace(choices, **{field: n}) for n in (NEVER, 1))
-    candidates = {}
+    x = np.ones((1, COLS), np.float32)
+    candidates, sizes = {}, []
     for size in THREADS_FROM:
         rows = max(1, size // COLS)
         views = [weight(m[r:r + rows]) for m in matrices for r in range(0, len(m) - rows + 1, rows)]
-        views = views[:max(1, WORK_PER_SIZE // size)]
-        x = np.ones((1, COLS), np.float32)
-        candidates[size, "1 thread"], candidates[size, "threads"] = (views, x, never), (views, x, always)
+        if views:   # a small measurement (--megabytes) has no room for the largest sizes
+            views = views[:max(1, WORK_PER_SIZE // size)]
+            candidates[size, "1 thread"], candidates[size, "threads"] = (views, x, never), (views, x, always)
+            sizes.append(size)
+    if not sizes:
+        return {"chosen": getattr(Choices(), field), "seconds": {}}
 
     def one_pass(views, x, chosen):
         for w in views:
             w.matmul_t(x, chosen)
     seconds = timed_passes(candidates, one_pass)
-    wins = [seconds[size, "threads"] < seconds[size, "1 thread"] for size in THREADS_FROM]
-    chosen = next((size for i, size in enumerate(THREADS_FROM) if all(wins[i:])), NEVER)
+    wins = [seconds[size, "threads"] < seconds[size, "1 thread"] for size in sizes]
+    chosen = next((size for i, size in enumerate(sizes) if all(wins[i:])), NEVER)
     return {"chosen": chosen, "seconds": {f"{size} {mode}": t for (size, mode), t in seconds.items()}}
