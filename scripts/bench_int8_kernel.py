@@ -70,8 +70,8 @@ def main():
     parser.add_argument("--prefill", type=int, default=128, help="rows of x for the prefill case")
     parser.add_argument("--tile-kb", type=int, nargs="*",
                         help="decode tile sizes to try, in KiB of float32 (default: the one chosen for this CPU)")
-    parser.add_argument("--prefill-tile-rows", type=int, nargs="*", default=[int8.PREFILL_TILE_ROWS],
-                        help="prefill tile heights to try, in rows of the weight")
+    parser.add_argument("--prefill-tile-rows", type=int, nargs="*",
+                        help="prefill tile heights to try, in rows of the weight (default: the one chosen for this CPU)")
     args = parser.parse_args()
 
     set_threads(args.threads)
@@ -90,11 +90,10 @@ def main():
         report(f"decode M=1, tile {kb} KiB ({rows} rows)", weight_bytes, "GB/s of weights",
                *compare(fp32, q8, 1, args.reps, rng, tiles))
     flop = 2 * args.prefill * sum(w.w.size for w in fp32)
-    for rows in args.prefill_tile_rows:
-        int8.PREFILL_TILE_ROWS = rows
-        rows = "/".join(str(w.tile_rows(args.prefill, args.threads, chosen)) for w in q8[:2])
+    for rows in args.prefill_tile_rows or [chosen.int8_prefill_rows]:
+        tiles = dataclasses.replace(chosen, int8_prefill_rows=rows)
         report(f"prefill M={args.prefill}, tile {rows} rows", (flop, flop), "GFLOP/s",
-               *compare(fp32, q8, args.prefill, args.reps, rng, chosen))
+               *compare(fp32, q8, args.prefill, args.reps, rng, tiles))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fa
 
 # Every way choices.py can pick, each forced in turn. int8_tile_kib=64: 14-row tiles when in = 1100.
 # Every product is split among the threads, however small: otherwise a wrong tile offset would only show on big ones.
-SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1"
+SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=9"   # and 9-row int8 prompt tiles
 EVERY_CHOICE = {
     "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
     "tiles matmul, int8 via int16": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
@@ -148,7 +148,7 @@ def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
     monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
     assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
                                                 tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct",
-                                                fp32_threads_from=1, int8_threads_from=1)
+                                                fp32_threads_from=1, int8_threads_from=1, int8_prefill_rows=9)
 
 
 def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
@@ -176,8 +176,8 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
 def test_products_are_shared_from_the_measured_size_on(monkeypatch, kind):
     # Each kind of weight has its own threshold (weights x rows of x): below it one thread, from it all.
     force(monkeypatch, "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,"
-                       + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
-                          else "fp32_threads_from=2,int8_threads_from=6000"))
+                       "int8_prefill_rows=9," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
+                                                 else "fp32_threads_from=2,int8_threads_from=6000"))
     matrix = np.random.default_rng(0).standard_normal((100, 30), dtype=np.float32)   # 3,000 weights
     weight = TiledWeight(matrix) if kind == "float32" else quantize(matrix)
     used = []
@@ -243,7 +243,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
     # must keep exactly those winners (and the best fp32 speed as the ceiling).
     from minineo.fast import calibrate
-    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0}   # every other candidate takes 2 s
+    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0, 512: 1.0}   # every other one takes 2 s
 
     def made_up(candidates, one_pass, passes=calibrate.PASSES):
         return {label: fastest.get(label, 2.0) for label in candidates}
@@ -254,7 +254,8 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     finally:
         threads.set_threads(None)
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
-                                     int8_cast="int16", prefill="tiles"), chosen   # threads_from: no room, defaults
+                                     int8_cast="int16", prefill="tiles", int8_prefill_rows=512), chosen
+    # (threads_from: a one-row measurement has no room for any size, so they keep their defaults)
     one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
     assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9
     assert set(measured["fp32_decode_gb_per_s"]) == {"blas"} | {f"tiles {f} x{k}" for f in ("matmul", "dot")

@@ -15,10 +15,11 @@ def n_threads(request):
     threads.set_threads(None)
 
 
-def force(monkeypatch, int8_tile_kib, cast):   # every choice forced: the tests never wait for a measurement
+def force(monkeypatch, int8_tile_kib, cast, prefill_rows=256):
+    # Every choice forced, so the tests never wait for a measurement; every product split, however small.
     monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
                                     f"int8_tile_kib={int8_tile_kib},int8_cast={cast},"
-                                    f"fp32_threads_from=1,int8_threads_from=1")   # every product split, however small
+                                    f"fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows={prefill_rows}")
     choices.forget()
 
 
@@ -32,8 +33,7 @@ def default_tiles(request, monkeypatch):
 @pytest.fixture
 def small_tiles(monkeypatch, default_tiles):
     # Tiny tiles, so that even small test matrices span many tiles with a ragged last one.
-    force(monkeypatch, 1, default_tiles)                                # 1 KiB: 7 rows when in = 33
-    monkeypatch.setattr(int8, "PREFILL_TILE_ROWS", 5)
+    force(monkeypatch, 1, default_tiles, prefill_rows=5)                                # 1 KiB: 7 rows when in = 33
 
 
 def random_weight(n_out, n_in, seed=0):

@@ -5,7 +5,7 @@ than the last-level cache together (at least twice the L3, at most 1.5 GiB), eac
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
 are timed over half that memory read as int8 (1 byte a weight); prompts over one matrix with 128
-rows of x; and from what size a product pays for the threads, over rows of those matrices.
+rows of x (int8 prompts for each height of tile); and from what size a product pays for the threads, over rows of those matrices.
 Candidates take turns pass by pass, so a neighbour that gets busier slows them all alike; each
 gets the median of its passes. Values do not matter for speed, so the matrices are ones.
 """
@@ -94,13 +94,20 @@ def measure(threads, nbytes=None):
                            lambda choices: weights[0].matmul_t(prompt, choices), passes=3)
     gflops = {label: flop / s / 1e9 for label, s in seconds.items()}
 
+    square = Int8Weight(int8[0].q[:ROWS], int8[0].scale[:ROWS])        # 2.7B's c_fc shape, as int8
+    prompt_tiles = {rows: dataclasses.replace(best_int8, int8_prefill_rows=rows) for rows in (64, 128, 256, 512, 1024)}
+    seconds = timed_passes({rows: (c,) for rows, c in prompt_tiles.items()},
+                           lambda choices: square.matmul_t(prompt, choices), passes=3)
+    int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
+
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
                                   int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get),
+                                  int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"])
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
-                "prefill_gflop_per_s": gflops, "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
+                "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops, "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
     return choices, measured
 
 

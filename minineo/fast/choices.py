@@ -19,6 +19,9 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       (int8 -> int16 -> float32: on a Xeon core NumPy 2.4 cast int8 to float32 at
                       5.0 G values/s, but int8 to int16 at 11 and int16 to float32 at 14)
     prefill           many rows of x (a prompt): "blas" or "tiles"
+    int8_prefill_rows rows of an int8 weight converted at once for a prompt: each converted tile is
+                      reused by every row of x, so wide tiles let sgemm run at speed (64-512 rows
+                      were within noise of each other on a 2-core AMD EPYC, Zen 5)
     fp32_threads_from weights x rows of x from which a tiled float32 product is shared by minineo's
     int8_threads_from threads, and an int8 one: below it a parallel region (waking the pool's
                       threads) costs more than a second thread saves. On a quiet 2-core Xeon, 125M
@@ -53,6 +56,7 @@ class Choices:
     int8_tile_kib: int = 256
     int8_cast: str = "direct"
     prefill: str = "blas"
+    int8_prefill_rows: int = 256
     fp32_threads_from: int = 1 << 22
     int8_threads_from: int = 1 << 22
 

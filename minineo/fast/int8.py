@@ -20,13 +20,6 @@ from ..errors import MinineoError
 from .choices import PREFILL_ROWS
 from .tiled import TiledWeight, multiply
 
-# Prefill (many rows of x) reuses each converted tile M times, so the cache matters less than
-# letting sgemm run on wide tiles. 64-512 rows were within noise of each other for M = 128 on a
-# 2-core AMD EPYC (Zen 5); 256 rows keep the buffer at 10 MiB per thread (in = 10240) and cut 2560
-# rows into 10 tiles, even for 2 threads. Decode's tile (int8_tile_kib) is measured per CPU.
-PREFILL_TILE_ROWS = 256
-
-
 class Int8Weight(TiledWeight):
     def __init__(self, q, scale):
         self.q = np.asarray(q)  # [out, in]; a memmap stays a view of its file (asarray never copies it)
@@ -65,7 +58,7 @@ class Int8Weight(TiledWeight):
         """Rows of q converted at once, for M rows of x: the measured tile for few rows, and never so
         few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""
         if m >= PREFILL_ROWS:
-            return PREFILL_TILE_ROWS
+            return choices.int8_prefill_rows
         rows = max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1]))
         return min(rows, super().tile_rows(m, threads, choices))
 
