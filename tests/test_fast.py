@@ -278,3 +278,20 @@ def test_threads_are_used_from_the_least_size_that_wins_at_every_larger_one(monk
     assert found["chosen"] == chosen, found
     tiny = calibrate.threads_from([rows[:1]], TiledWeight, choices.Choices(), "int8_threads_from", threads=2)
     assert tiny["chosen"] == choices.Choices().int8_threads_from   # too small to measure: the default
+
+
+@pytest.mark.parametrize("tiles_seconds, decode", [(0.97, "blas"), (0.90, "tiles")])
+def test_tiles_must_beat_blas_clearly_to_be_chosen_for_decode(monkeypatch, tiles_seconds, decode):
+    # Back to back, tiles time better than they run in a model (calibrate.TILES_MARGIN says why):
+    # 3% faster keeps BLAS's own threads, 10% faster takes the tiles.
+    from minineo.fast import calibrate
+
+    def made_up(candidates, one_pass, passes=calibrate.PASSES):
+        return {label: tiles_seconds if label == "tiles dot x4" else 1.0 for label in candidates}
+    monkeypatch.setattr(calibrate, "timed_passes", made_up)
+    threads.set_threads(2)
+    try:
+        chosen, _ = calibrate.measure(2, nbytes=1)
+    finally:
+        threads.set_threads(None)
+    assert chosen.decode == decode and chosen.tile_form == "dot" and chosen.tiles_per_thread == 4, chosen
