@@ -4,7 +4,7 @@ Decode reads every weight once per token, so its products are timed over float32
 than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
-are timed over half that memory read as int8 (1 byte a weight); prompts over one matrix with 128
+are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix with 128
 rows of x (int8 prompts for each height of tile); and from what size a product pays for the threads, over rows of those matrices.
 Candidates take turns pass by pass, so a neighbour that gets busier slows them all alike; each
 gets the median of its passes. Values do not matter for speed, so the matrices are ones.
@@ -27,6 +27,9 @@ PASSES = 5
 THREADS_FROM = [1 << k for k in range(17, 25)]   # product sizes (weights) timed on 1 thread and on all
 WORK_PER_SIZE = 1 << 24                          # weights each size's pass multiplies
 NEVER = 1 << 62                                  # a threshold no product reaches: one thread always
+# int8 tile sizes (KiB of float32) timed for each cast: through int16 a tile needs a second buffer, half
+# its size, and on the 2-core Xeon 2 MiB tiles that way ran at 2.4-4.3 G weights/s against 6.6 direct
+INT8_TILES = {"direct": (256, 512, 1024, 2048, 4096), "int16": (256, 512, 1024)}
 TILES_MARGIN = 1.05                              # how much faster tiles must be than BLAS's threads to be chosen
 
 
@@ -76,12 +79,12 @@ def measure(threads, nbytes=None):
     best_tiles = decode[max((label for label in gbps if label != "blas"), key=gbps.get)]
 
     # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
-    # (half of them: a tile's cast, not the memory, bounds int8, and 10 candidates take turns)
+    # (a quarter of them: a tile's cast, not the memory, bounds int8, and 8 candidates take turns)
     int8 = [Int8Weight(q, np.ones(len(q), np.float32))
-            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32[:-(-n // 2)]))]
+            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32[:-(-n // 4)]))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
     tiles = {f"{cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib)
-             for cast in ("direct", "int16") for kib in (256, 512, 1024, 2048, 4096)}
+             for cast, sizes in INT8_TILES.items() for kib in sizes}
 
     def int8_pass(choices):
         for w in int8:
