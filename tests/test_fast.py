@@ -22,10 +22,12 @@ tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fa
 # Every product is split among the threads, however small: otherwise a wrong tile offset would only show on big ones.
 SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=9"   # and 9-row int8 prompt tiles
 EVERY_CHOICE = {
-    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
+    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,"
+            "int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
     "tiles matmul, int8 via int16": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
                                     "int8_tile_kib=64,int8_cast=int16" + SPLIT_ALL,
-    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
+    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,"
+                 "int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
     "tiles dot x16, 1 KiB int8 tiles via int16": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,"
                                                  "int8_tile_kib=1,int8_cast=int16" + SPLIT_ALL,
 }

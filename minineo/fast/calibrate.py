@@ -4,10 +4,11 @@ Decode reads every weight once per token, so its products are timed over float32
 than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
-are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix with 128
-rows of x (int8 prompts for each height of tile); and from what size a product pays for the threads, over rows of those matrices.
-Candidates take turns pass by pass, so a neighbour that gets busier slows them all alike; each
-gets the median of its passes. Values do not matter for speed, so the matrices are ones.
+are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
+with 128 rows of x (int8 prompts for each height of tile); and from what size a product pays for
+the threads, over rows of those matrices. Candidates take turns pass by pass, so a neighbour that
+gets busier slows them all alike; each gets the median of its passes. Values do not matter for
+speed, so the matrices are ones.
 """
 import dataclasses
 import statistics
@@ -30,6 +31,7 @@ NEVER = 1 << 62                                  # a threshold no product reache
 # int8 tile sizes (KiB of float32) timed for each cast: through int16 a tile needs a second buffer, half
 # its size, and on the 2-core Xeon 2 MiB tiles that way ran at 2.4-4.3 G weights/s against 6.6 direct
 INT8_TILES = {"direct": (256, 512, 1024, 2048, 4096), "int16": (256, 512, 1024)}
+INT8_PROMPT_ROWS = (64, 128, 256, 512, 1024)     # int8 tile heights timed for a prompt
 TILES_MARGIN = 1.05                              # how much faster tiles must be than BLAS's threads to be chosen
 
 
@@ -81,7 +83,8 @@ def measure(threads, nbytes=None):
     # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
     # (a quarter of them: a tile's cast, not the memory, bounds int8, and 8 candidates take turns)
     int8 = [Int8Weight(q, np.ones(len(q), np.float32))
-            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, w in enumerate(fp32[:-(-n // 4)]))]
+            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2)))
+                      for i, w in enumerate(fp32[:-(-n // 4)]))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
     tiles = {f"{cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib)
              for cast, sizes in INT8_TILES.items() for kib in sizes}
@@ -93,9 +96,9 @@ def measure(threads, nbytes=None):
     int8_gws = {label: sum(w.q.size for w in int8) / s / 1e9 for label, s in seconds.items()}
     best_int8 = tiles[max(int8_gws, key=int8_gws.get)]
 
-    fp32_from = threads_from([w.w for w in weights], lambda v: TiledWeight(v), best_tiles, "fp32_threads_from", threads)
-    int8_from = threads_from([w.q for w in int8 if w.shape[1] == COLS], lambda v: Int8Weight(v, np.ones(len(v), np.float32)),
-                             best_int8, "int8_threads_from", threads)
+    fp32_from = threads_from([w.w for w in weights], TiledWeight, best_tiles, "fp32_threads_from", threads)
+    int8_from = threads_from([w.q for w in int8 if w.shape[1] == COLS],
+                             lambda q: Int8Weight(q, np.ones(len(q), np.float32)), best_int8, "int8_threads_from", threads)
 
     prompt = np.ones((PROMPT_ROWS, COLS), np.float32)
     flop = 2 * PROMPT_ROWS * weights[0].w.size
@@ -105,7 +108,7 @@ def measure(threads, nbytes=None):
     gflops = {label: flop / s / 1e9 for label, s in seconds.items()}
 
     square = Int8Weight(int8[0].q[:ROWS], int8[0].scale[:ROWS])        # 2.7B's c_fc shape, as int8
-    prompt_tiles = {rows: dataclasses.replace(best_int8, int8_prefill_rows=rows) for rows in (64, 128, 256, 512, 1024)}
+    prompt_tiles = {rows: dataclasses.replace(best_int8, int8_prefill_rows=rows) for rows in INT8_PROMPT_ROWS}
     seconds = timed_passes({rows: (c,) for rows, c in prompt_tiles.items()},
                            lambda choices: square.matmul_t(prompt, choices), passes=3)
     int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
@@ -117,7 +120,8 @@ def measure(threads, nbytes=None):
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"])
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
-                "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops, "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
+                "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
+                "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
     return choices, measured
 
 

@@ -51,7 +51,7 @@ class Int8Weight(TiledWeight):
     def whole_by_blas(self, m, choices):  # never: q is converted to float32 a tile at a time
         return False
 
-    def threads_from(self, choices):  # a tile converts before it multiplies: a second thread pays sooner
+    def threads_from(self, choices):  # a tile converts before it multiplies: its own measured threshold
         return choices.int8_threads_from
 
     def tile_rows(self, m, threads, choices):

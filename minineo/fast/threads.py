@@ -69,7 +69,7 @@ def set_threads(n=None):
         _threads, _pool = n, None
 
 
-def threads_for(work, threads_from):  # -> the threads worth using for a product of `work` weights x rows of x
+def threads_for(work, threads_from):  # -> the threads worth using for a product of work = weights x rows
     # A parallel region costs tens of microseconds (waking the pool's threads, handing out tiles), more
     # than a small product gains; from how much work a second thread pays is measured per CPU and per
     # kind of weight (choices.py: fp32_threads_from, int8_threads_from).
