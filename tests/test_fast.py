@@ -241,20 +241,23 @@ def test_fast_load_keeps_freed_memory_in_the_process():
     assert kept["fast"] >= 20 * 2**20 > kept["default"], kept
 
 
-def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
-    # The timing is replaced by made-up seconds, so that which candidate wins is known: the measurement
-    # must keep exactly those winners (and the best fp32 speed as the ceiling).
+def measure_with_made_up_seconds(monkeypatch, seconds):  # -> calibrate.measure with 2 threads
+    # Each candidate's timing is replaced by seconds(label), so that which one wins is known.
     from minineo.fast import calibrate
-    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0, 512: 1.0}   # every other one takes 2 s
-
-    def made_up(candidates, one_pass, passes=calibrate.PASSES):
-        return {label: fastest.get(label, 2.0) for label in candidates}
-    monkeypatch.setattr(calibrate, "timed_passes", made_up)
+    monkeypatch.setattr(calibrate, "timed_passes",
+                        lambda candidates, one_pass, passes=calibrate.PASSES: {c: seconds(c) for c in candidates})
     threads.set_threads(2)
     try:
-        chosen, measured = calibrate.measure(2, nbytes=1)
+        return calibrate.measure(2, nbytes=1)
     finally:
         threads.set_threads(None)
+
+
+def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
+    # The measurement must keep exactly the made-up winners (and the best fp32 speed as the ceiling).
+    from minineo.fast import calibrate
+    fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0, 512: 1.0}   # every other one takes 2 s
+    chosen, measured = measure_with_made_up_seconds(monkeypatch, lambda label: fastest.get(label, 2.0))
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
                                      int8_cast="int16", prefill="tiles", int8_prefill_rows=512), chosen
     # (threads_from: a one-row measurement has no room for any size, so they keep their defaults)
@@ -286,14 +289,6 @@ def test_threads_are_used_from_the_least_size_that_wins_at_every_larger_one(monk
 def test_tiles_must_beat_blas_clearly_to_be_chosen_for_decode(monkeypatch, tiles_seconds, decode):
     # Back to back, tiles time better than they run in a model (calibrate.TILES_MARGIN says why):
     # 3% faster keeps BLAS's own threads, 10% faster takes the tiles.
-    from minineo.fast import calibrate
-
-    def made_up(candidates, one_pass, passes=calibrate.PASSES):
-        return {label: tiles_seconds if label == "tiles dot x4" else 1.0 for label in candidates}
-    monkeypatch.setattr(calibrate, "timed_passes", made_up)
-    threads.set_threads(2)
-    try:
-        chosen, _ = calibrate.measure(2, nbytes=1)
-    finally:
-        threads.set_threads(None)
+    chosen, _ = measure_with_made_up_seconds(monkeypatch,
+                                             lambda label: tiles_seconds if label == "tiles dot x4" else 1.0)
     assert chosen.decode == decode and chosen.tile_form == "dot" and chosen.tiles_per_thread == 4, chosen

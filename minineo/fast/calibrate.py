@@ -93,7 +93,8 @@ def measure(threads, nbytes=None):
         for w in int8:
             w.matmul_t(xs[w.shape[1]], choices)
     seconds = timed_passes({label: (c,) for label, c in tiles.items()}, int8_pass)
-    int8_gws = {label: sum(w.q.size for w in int8) / s / 1e9 for label, s in seconds.items()}
+    int8_weights = sum(w.q.size for w in int8)
+    int8_gws = {label: int8_weights / s / 1e9 for label, s in seconds.items()}
     best_int8 = tiles[max(int8_gws, key=int8_gws.get)]
 
     fp32_from = threads_from([w.w for w in weights], TiledWeight, best_tiles, "fp32_threads_from", threads)
@@ -129,19 +130,17 @@ def threads_from(matrices, weight, choices, field, threads):
     """-> {"chosen": the least weights (one row of x) from which a product shared by the threads beat one
     thread, at that size and every larger one measured; "seconds": each size's times}. Products of
     each size are taken over fresh rows of `matrices` (views, no copy), as a decode step meets them."""
-    if threads == 1:
-        return {"chosen": getattr(Choices(), field), "seconds": {}}
     never, always = (dataclasses.replace(choices, **{field: n}) for n in (NEVER, 1))
     x = np.ones((1, COLS), np.float32)
     candidates, sizes = {}, []
-    for size in THREADS_FROM:
+    for size in THREADS_FROM if threads > 1 else []:   # one thread: nothing to share, keep the default
         rows = max(1, size // COLS)
         views = [weight(m[r:r + rows]) for m in matrices for r in range(0, len(m) - rows + 1, rows)]
         if views:   # a small measurement (--megabytes) has no room for the largest sizes
             views = views[:max(1, WORK_PER_SIZE // size)]
             candidates[size, "1 thread"], candidates[size, "threads"] = (views, x, never), (views, x, always)
             sizes.append(size)
-    if not sizes:
+    if not sizes:   # one thread, or no room to measure
         return {"chosen": getattr(Choices(), field), "seconds": {}}
 
     def one_pass(views, x, chosen):
