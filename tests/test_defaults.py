@@ -9,8 +9,8 @@ import pytest
 
 import minineo
 from minineo.commands.generate import CLI_MAX_NEW_TOKENS, CLI_TEMPERATURE, parser
-from minineo.text import sampling
-from minineo.text.generate import DEFAULT_MAX_NEW_TOKENS, Settings
+from minineo.text import settings as settings_module
+from minineo.text.settings import DEFAULT_MAX_NEW_TOKENS, Settings
 from minineo.text.pipeline import PIPELINE_MAX_NEW_TOKENS, PIPELINE_TEMPERATURE
 
 ROOT = Path(minineo.__file__).parent
@@ -49,7 +49,7 @@ def test_readme_flag_table_gives_the_commands_defaults():
 def test_readme_gives_the_python_and_pipeline_defaults():
     assert f"`max_new_tokens` counts new tokens (default {DEFAULT_MAX_NEW_TOKENS})" in README
     assert f"temperature {PIPELINE_TEMPERATURE}, up to {PIPELINE_MAX_NEW_TOKENS} new tokens" in README
-    assert Settings().temperature == sampling.DEFAULT_TEMPERATURE and Settings().top_k == sampling.DEFAULT_TOP_K
+    assert Settings().temperature == settings_module.DEFAULT_TEMPERATURE and Settings().top_k == settings_module.DEFAULT_TOP_K
 
 
 def test_the_flag_table_parser_reads_the_rows():   # so that the test above can fail

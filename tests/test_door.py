@@ -24,7 +24,7 @@ from minineo.commands import common
 from minineo.commands import generate as generate_command
 from minineo.errors import MinineoError
 from minineo.weights import hub
-from minineo.weights import quantize as quantize_module
+from minineo.weights import int8_copy as quantize_module
 from minineo.weights.tokenizer import GPT2_BPE
 from conftest import assert_close, hf_logits, hf_model, text_checkpoint
 
@@ -397,7 +397,7 @@ def test_a_pad_id_in_the_vocabulary_pads(numpy_checkpoint):
     directory = numpy_checkpoint()
     edit_config(directory, pad_token_id=7, bos_token_id=3)
     model = minineo.load(directory)
-    from minineo.text.generate import prompt_batch
+    from minineo.text.generation import prompt_batch
     ids, mask = prompt_batch(model.config, [[1, 2, 4], [], [5]])
     assert ids.tolist() == [[1, 2, 4], [7, 7, 3], [7, 7, 5]] and mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 1]]
 
@@ -509,7 +509,7 @@ def test_a_killed_quantize_leaves_a_folder_that_the_next_run_removes(numpy_check
     # the first run stops for good halfway through writing the weights, and is killed (SIGKILL / TerminateProcess)
     hang = f"""
 import sys, time
-from minineo.weights import quantize as q
+from minineo.weights import int8_copy as q
 real = q.write_safetensors
 def write_then_hang(path, tensors, metadata=None):
     real(path, dict(list(tensors.items())[:3]), metadata)

@@ -130,7 +130,7 @@ def test_card_lists_ten_columns_and_runs_what_it_can(tmp_path, capsys, monkeypat
 def test_card_table_prints_the_cards_numbers_for_a_released_shape():
     from minineo.commands.evaluate import card_table
     from minineo.text.tasks import released_name
-    from minineo.weights.config import Config
+    from minineo.model.config import Config
     config = Config(vocab_size=50257, hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192,
                     window_size=256, attention_layers=("global", "local") * 12, max_position_embeddings=2048)
     name = released_name(config)

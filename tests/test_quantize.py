@@ -12,7 +12,7 @@ import minineo
 from minineo.errors import MinineoError
 from minineo.fast.int8 import Int8Weight
 from minineo.commands.quantize import main
-from minineo.weights.quantize import MARKER, quantize_checkpoint
+from minineo.weights.int8_copy import MARKER, quantize_checkpoint
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from conftest import assert_close, random_ids, tiny_config

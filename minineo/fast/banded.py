@@ -22,7 +22,8 @@ QUERY_BLOCK = 256
 
 def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=QUERY_BLOCK):  # -> [B, H, T, hd]
     # The arguments of masked_attention: q [B, H, T, hd], k and v [B, H, S, hd], q_idx [T], k_idx [S]
-    # sorted, real [B, N].
+    # sorted, real [B, N]. No hook points: no block sees a whole pattern, so a hooked run attends with
+    # masked_attention instead (GPTNeo.forward).
     out = np.empty_like(q)
     for start in range(0, len(q_idx), block):
         rows = slice(start, start + block)
