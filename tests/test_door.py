@@ -29,7 +29,8 @@ from minineo.weights.tokenizer import GPT2_BPE
 from conftest import assert_close, hf_logits, hf_model, text_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"} | {"PYTHONPATH": str(ROOT)}
+HUB_DEFAULTS = {"HF_HUB_OFFLINE", "HF_ENDPOINT"}   # a caller's shell may set these; the tests need the Hub's defaults
+ENV = {key: value for key, value in os.environ.items() if key not in HUB_DEFAULTS} | {"PYTHONPATH": str(ROOT)}
 NO_SUCH_REPO = "minineo-tests/no-such-model"   # never in any cache
 COMMANDS = ["generate", "perplexity", "quantize", "evaluate", "bench"]   # minineo/commands/*.py with a main
 
@@ -82,7 +83,14 @@ def unreachable_hub(answer=b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nCo
 
 @pytest.fixture
 def offline(monkeypatch):
-    """In this process: the Hub unreachable, through a proxy that never answers; yields the requests it saw."""
+    """In this process: the Hub unreachable, through a proxy that never answers; yields the requests it saw.
+    The caller's HF_HUB_OFFLINE=1 would keep every request from the proxy, and huggingface_hub reads it (and
+    HF_ENDPOINT) once, at import: both are set back to the defaults here, in the environment and in its constants."""
+    from huggingface_hub import constants
+    for key in HUB_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
     with unreachable_hub(answer=None) as (env, seen):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
