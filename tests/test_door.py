@@ -381,6 +381,11 @@ def test_the_workflow_runs_ci_run_on_three_oses_and_two_pythons():
     readme = (ROOT / "README.md").read_text()
     test_command = 'pip install -e ".[test]" && python -m pytest'
     assert test_command in readme and test_command in ci_run, "the README's test command is what CI runs"
+    # first in a fresh venv that sees nothing installed outside it, before any oracle is installed
+    commands = "\n".join(line for line in ci_run.splitlines() if not line.lstrip().startswith("#"))
+    first = commands.index(test_command)
+    assert commands.index("python -m venv") < first < commands.index("torch==") < commands.rindex(test_command), commands
+    assert "--system-site-packages" not in commands and "unset PYTHONPATH" in commands[:first], commands
 
 
 # --- 12: configs and tokenizers from elsewhere ---------------------------------------------------------
