@@ -19,7 +19,7 @@ from conftest import assert_close, random_ids, tiny_config
 
 # int8 against float32, as max abs logit difference / max abs float32 logit. Measured on random
 # checkpoints (5 seeds each): 0.85-1.2% for tiny_config (4 layers, d = 48), 1.4-1.6% for 6 layers
-# with d = 128; see the benchmark's README section for the released shapes.
+# with d = 128; see docs/performance.md for the released shapes.
 INT8_RELATIVE_TOLERANCE = 0.03
 
 
