@@ -60,6 +60,9 @@ def test_correct_solutions_written_differently_pass():
 PLANTED = [
     ("embed", "def embed(ids, positions, wte, wpe):\n    return wte[ids] + wpe[np.arange(ids.shape[1])]", "ignores `positions`"),
     ("embed", "def embed(ids, positions, wte, wpe):\n    return wte[ids].copy()", "leaves out the position embedding"),
+    ("embed", "def embed(ids, positions, wte, wpe):\n    return wte[ids] + wpe[positions + 1]", "counts positions from 1"),
+    ("embed", "def embed(ids, positions, wte, wpe):\n    return wte[ids] + wpe[np.arange(1, ids.shape[-1] + 1)]",
+     "counts positions from 1"),
     ("lm_head", "def lm_head(h, wte):\n    z = h @ wte.T\n    e = np.exp(z - z.max(-1, keepdims=True))\n"
                 "    return e / e.sum(-1, keepdims=True)", "returns probabilities"),
     ("lm_head", "def lm_head(h, wte):\n    return h.astype(np.float64) @ wte.T.astype(np.float64)", "dtype differs: expected float32, seen float64"),
@@ -110,7 +113,24 @@ PLANTED = [
     ("gelu_new", "def gelu_new(x):\n    return np.array([0.5 * a * (1 + math.erf(a / math.sqrt(2))) for a in x.ravel()],"
                  " np.float32).reshape(x.shape)", "exact GELU"),
     ("gelu_new", "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 2)))", "x^2"),
+    ("gelu_new", "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.0447 * x ** 3)))",
+     "constant slipped"),
+    # a relative slip of 1e-4 in either constant, one way or the other, is caught and named
+    ("gelu_new", "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * 1.0001 * x ** 3)))",
+     "constant slipped"),
+    ("gelu_new", "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * 0.9999 * x ** 3)))",
+     "constant slipped"),
+    ("gelu_new", "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * 1.0001 * (x + 0.044715 * x ** 3)))",
+     "constant slipped"),
     ("feed_forward", "def feed_forward(x, c_fc, c_proj):\n    return linear(np.maximum(linear(x, **c_fc), 0), **c_proj)", "ReLU"),
+    ("feed_forward", "def feed_forward(x, c_fc, c_proj):\n    h = linear(x, **c_fc)\n"
+                     "    h = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))\n"
+                     "    y = linear(h, **c_proj)\n"
+                     "    return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))",
+     "GELU after the second projection too"),
+    ("feed_forward", "def feed_forward(x, c_fc, c_proj):\n    y = linear(linear(x, **c_fc), **c_proj)\n"
+                     "    return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))",
+     "GELU after the second projection instead"),
     ("feed_forward", "def feed_forward(x, c_fc, c_proj):\n    h = x @ c_fc['w'].T\n"
                      "    h = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))\n"
                      "    return h @ c_proj['w'].T", "leaves out the biases"),
@@ -143,6 +163,15 @@ PLANTED = [
     ("top_k_filter", "def top_k_filter(logits, k):\n    if k == 0:\n        return logits\n"
                      "    kth = np.sort(logits, axis=-1)[:, min(k, logits.shape[-1]) - 1][:, None]\n"
                      "    return np.where(logits <= kth, logits, -np.inf)", "k smallest"),
+    # top-k keeping k + 1 by sorting crashes on the edge case k > vocabulary: diagnosed on the ordinary ones
+    ("top_k_filter", "def top_k_filter(logits, k):\n    if k == 0:\n        return logits\n"
+                     "    kth = np.sort(logits, axis=-1)[:, -(k + 1)][:, None]\n"
+                     "    return np.where(logits >= kth, logits, -np.inf)", "keeps k + 1 tokens"),
+    ("top_p_filter", "def top_p_filter(logits, top_p):\n    p = softmax(logits)\n    order = np.argsort(-p, axis=-1)\n"
+                     "    c = np.cumsum(np.take_along_axis(p, order, -1), -1)\n    keep = c < top_p\n    keep[:, 0] = True\n"
+                     "    out = np.full_like(logits, -np.inf)\n    for row in range(len(logits)):\n"
+                     "        out[row, order[row][keep[row]]] = logits[row, order[row][keep[row]]]\n    return out",
+     "drops the token that carries the cumulative probability past top_p"),
     ("top_p_filter", "def top_p_filter(logits, top_p):\n    order = np.argsort(-logits, axis=-1)\n"
                      "    c = np.cumsum(np.take_along_axis(softmax(logits), order, -1), -1)\n    keep = np.zeros(logits.shape, bool)\n"
                      "    np.put_along_axis(keep, order, c <= top_p, -1)\n    return np.where(keep, logits, -np.inf)",
@@ -152,6 +181,14 @@ PLANTED = [
                      "    keep = np.zeros(logits.shape, bool)\n    np.put_along_axis(keep, order, c < top_p, -1)\n"
                      "    return np.where(keep, logits, -np.inf)", "crosses top_p"),
 ]
+
+
+def test_the_top_k_crash_is_shown_after_the_diagnosis(tmp_path):
+    source = next(src for name, src, named in PLANTED if named == "keeps k + 1 tokens")
+    fn, path = student(source, "top_k_filter", tmp_path)
+    report = "\n".join(check(EXERCISES["top_k_filter"], fn, path).lines)
+    assert "IndexError" in report and "k 20 > vocabulary 12" in report
+    assert report.index("diagnosis: your top_k_filter keeps k + 1 tokens") < report.index("IndexError")
 
 
 def test_every_exercise_has_two_planted_mistakes():
@@ -302,3 +339,127 @@ def test_the_stubs_have_the_references_signatures(name):
     assert [(p.name, p.kind) for p in ours.values()] == [(p.name, p.kind) for p in theirs.values()]
     assert all(ours[n].default == theirs[n].default for n in ours)
     assert check(EXERCISES[name], getattr(neo_exercises, name)).status == "not written"
+
+
+# ---- a verdict only the checker gives (issue 33, item 7) -----------------------------------------------------
+
+STOPPERS = {   # a layer_norm body that stops or fools the process -> words the report must contain
+    "sys.exit(0)": ("import sys\n    sys.exit(0)", "SystemExit(0): your code called sys.exit(0) or exit()"),
+    "exit()": ("exit()", "SystemExit(None): your code called sys.exit() or exit()"),
+    "os._exit(0)": ("import os\n    os._exit(0)", "ended the process (os._exit(0) or the like) before returning"),
+    "escaping BaseException": ("raise KeyboardInterrupt('stop')", "KeyboardInterrupt: stop"),
+}
+
+
+@pytest.mark.parametrize("how", STOPPERS)
+def test_a_function_that_ends_the_process_fails_by_name(how, tmp_path):
+    body, named = STOPPERS[how]
+    done = cli("layer_norm", write(tmp_path / "stop.py", f"def layer_norm(x, g, b, eps=1e-5):\n    {body}\n"))
+    assert done.returncode == 1 and named in done.stdout, how
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_function_that_exits_on_one_case_only_fails(tmp_path):
+    # every case but the last matches, then os._exit(0): a grading script must not read that as a pass
+    done = cli("layer_norm", write(tmp_path / "late.py", """\
+        import os
+        import numpy as np
+
+        def layer_norm(x, g, b, eps=1e-5):
+            if x.mean() > 100:
+                os._exit(0)
+            m = x.mean(-1, keepdims=True)
+            return g * (x - m) / np.sqrt(x.var(-1, keepdims=True) + eps) + b
+        """))
+    assert done.returncode == 1 and "FAILED on case 5, large values" in done.stdout and "os._exit(0)" in done.stdout
+
+
+def test_a_function_that_never_returns_is_stopped_at_the_limit(tmp_path, monkeypatch):
+    from minineo.course import isolated
+    assert isolated.LIMIT == 10   # the limit docs/teaching.md states
+    monkeypatch.setattr(isolated, "LIMIT", 1.5)
+    fn, path = student("def layer_norm(x, g, b, eps=1e-5):\n    while True:\n        pass\n", "layer_norm", tmp_path)
+    result = check(EXERCISES["layer_norm"], fn, path)
+    assert result.status == "error" and "did not return within 1.5 s (the checker's limit per case)" in result.lines[1]
+
+
+def test_a_memory_blow_up_is_one_line(tmp_path):
+    fn, path = student("def layer_norm(x, g, b, eps=1e-5):\n    grow = []\n    while True:\n"
+                       "        grow.append(np.ones(1 << 24))\n", "layer_norm", tmp_path)
+    result = check(EXERCISES["layer_norm"], fn, path)
+    print("\n".join(result.lines))
+    assert result.status == "error" and result.lines[1].startswith("  MemoryError: your function asked for more memory")
+    assert len(result.lines) == 3 and ", in layer_norm: grow.append(np.ones(1 << 24))" in result.lines[2]
+
+
+# ---- composite exercises: the student's own helper named (issue 33, item 4) ----------------------------------
+
+OWN = {   # helpers as a student writes them, right and wrong
+    "causal_mask off by one": "def causal_mask(q_idx, k_idx, window=None):\n    o = q_idx[:, None] - k_idx[None, :]\n"
+                              "    return (o >= 0) & (o <= window) if window else o >= 0\n",
+    "causal_mask": "def causal_mask(q_idx, k_idx, window=None):\n    o = q_idx[:, None] - k_idx[None, :]\n"
+                   "    return (o >= 0) & (o < window) if window else o >= 0\n",
+    "layer_norm unbiased": "def layer_norm(x, g, b, eps=1e-5):\n    m = x.mean(-1, keepdims=True)\n"
+                           "    return g * (x - m) / np.sqrt(x.var(-1, ddof=1, keepdims=True) + eps) + b\n",
+    "layer_norm": "def layer_norm(x, g, b, eps=1e-5):\n    m = x.mean(-1, keepdims=True)\n"
+                  "    return g * (x - m) / np.sqrt(x.var(-1, keepdims=True) + eps) + b\n",
+    "layer_norm stub": "def layer_norm(x, g, b, eps=1e-5):\n    raise NotImplementedError\n",
+    "gelu_new x^2": "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 2)))\n",
+    "self_attention": "def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):\n"
+                      "    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))\n"
+                      "    k_idx = at.q_idx\n    if at.cache is not None:\n        k, v, k_idx = at.cache.update(k, v)\n"
+                      "    mask = causal_mask(at.q_idx, k_idx, at.window) & at.real[:, None, None, k_idx]\n"
+                      "    return linear(merge_heads(attention(q, k, v, mask)), **out_proj)\n",
+    "self_attention scaled": "def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):\n"
+                             "    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))\n"
+                             "    k_idx = at.q_idx\n    if at.cache is not None:\n        k, v, k_idx = at.cache.update(k, v)\n"
+                             "    mask = causal_mask(at.q_idx, k_idx, at.window) & at.real[:, None, None, k_idx]\n"
+                             "    return linear(merge_heads(attention(q / math.sqrt(q.shape[-1]), k, v, mask)), **out_proj)\n",
+    "feed_forward": "def feed_forward(x, c_fc, c_proj):\n    return linear(gelu_new(linear(x, **c_fc)), **c_proj)\n",
+    "block": "def block(x, ln_1, attn, ln_2, mlp, at):\n"
+             "    x = x + self_attention(layer_norm(x, **ln_1, eps=at.eps), **attn, at=at)\n"
+             "    return x + feed_forward(layer_norm(x, **ln_2, eps=at.eps), **mlp)\n",
+    "block post-norm": "def block(x, ln_1, attn, ln_2, mlp, at):\n"
+                       "    x = layer_norm(x + self_attention(x, **attn, at=at), **ln_1, eps=at.eps)\n"
+                       "    return layer_norm(x + feed_forward(x, **mlp), **ln_2, eps=at.eps)\n",
+}
+
+COMPOSITE = [   # (exercise, the student's functions, words the diagnosis must contain)
+    ("self_attention", ["causal_mask off by one", "self_attention"],
+     ["your causal_mask (checked: has the window off by one", "makes self_attention differ",
+      "With minineo's causal_mask in place of yours, your self_attention matches"]),
+    ("block", ["layer_norm unbiased", "self_attention", "causal_mask", "feed_forward", "block"],
+     ["your layer_norm (checked: uses the unbiased variance", "makes block differ"]),
+    # a helper that fails only through another helper is not blamed: the one underneath is
+    ("block", ["layer_norm", "causal_mask off by one", "self_attention", "feed_forward", "block"],
+     ["your causal_mask (checked: has the window off by one", "makes block differ"]),
+    ("block", ["layer_norm", "causal_mask", "self_attention scaled", "feed_forward", "block"],
+     ["your self_attention (checked: the fault is in self_attention itself", "1/sqrt(head size)", "makes block differ"]),
+    ("feed_forward", ["gelu_new x^2", "feed_forward"], ["your gelu_new (checked: has x^2 where the formula has x^3",
+                                                            "makes feed_forward differ"]),
+    # the student's helpers are right: the fault is the composite's own, and its mistake is named
+    ("block", ["layer_norm", "causal_mask", "self_attention", "feed_forward", "block post-norm"],
+     ["the fault is in block itself: with minineo's own layer_norm, self_attention, causal_mask, feed_forward",
+      "normalises after adding (post-norm"]),
+]
+
+
+@pytest.mark.parametrize("name, parts, named", COMPOSITE, ids=[f"{c[0]}-{i}" for i, c in enumerate(COMPOSITE)])
+def test_a_composite_names_the_students_own_helper(name, parts, named, tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("import math\nimport numpy as np\nfrom minineo.model.attention import split_heads, merge_heads, "
+                    "attention, softmax\nfrom minineo.model.linear import linear\nfrom minineo.model.mlp import gelu_new\n\n"
+                    + "\n".join(OWN[p] for p in parts))
+    done = cli(name, path)
+    diagnosis = next(line for line in done.stdout.splitlines() if "diagnosis:" in line)
+    assert done.returncode == 1 and all(words in diagnosis for words in named), diagnosis
+    assert "your self_attention (checked" not in diagnosis or "self_attention scaled" in parts
+
+
+def test_a_composite_on_an_unwritten_helper_says_which(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("import numpy as np\nfrom minineo.model.attention import self_attention\n"
+                    "from minineo.model.mlp import feed_forward\n\n" + OWN["layer_norm stub"] + OWN["block"])
+    done = cli("block", path)
+    assert done.returncode == 1 and "block: not written yet, or a function it calls is not: layer_norm raises " \
+                                    "NotImplementedError" in done.stdout and "write layer_norm first" in done.stdout

@@ -16,6 +16,8 @@ from ..compare import ATOL, RTOL
 class Case:
     what: str                        # shown in the report: which trap this input sets
     build: Callable[[], tuple]       # -> (args, kwargs), fresh arrays on every call
+    edge: bool = False               # an edge case: run after the ordinary ones, so that a crash on it
+                                     # never hides what the ordinary ones diagnose
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Mistake:
     what: str                        # the mistake, named as a student would recognise it
     fix: str                         # what GPT-Neo does instead
     fn: Callable                     # the reference with that mistake: same signature
+    near: tuple = None               # (rtol, atol): the student's output need only be this close to fn's
+                                     # (a slipped constant: any slip, not only the one written out)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class Exercise:
     rtol: float = RTOL
     atol: float = ATOL
     checks_inputs: bool = True       # probe whether the caller's arrays were changed
+    uses: tuple = ()                 # the other exercises it calls: a student's own are suspects when it fails
+
+    def ordered_cases(self):  # the ordinary cases, then the edge cases
+        cases = self.cases()
+        return [c for c in cases if not c.edge] + [c for c in cases if c.edge]
 
     @property
     def where(self):   # "minineo.model.layer_norm.layer_norm"

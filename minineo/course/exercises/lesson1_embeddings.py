@@ -28,6 +28,9 @@ EMBED = Exercise("embed", 1, embed, embed_cases, [
             lambda ids, positions, wte, wpe: wte[ids] + wpe[ids]),
     Mistake("leaves out the position embedding", "add wpe[positions] to wte[ids]",
             lambda ids, positions, wte, wpe: wte[ids]),
+    Mistake("counts positions from 1 (wpe[positions + 1], or np.arange(1, T + 1))",
+            "positions count from 0: the first token takes row 0 of wpe",
+            lambda ids, positions, wte, wpe: wte[ids] + wpe[positions + 1]),
 ])
 
 

@@ -21,8 +21,8 @@ def softmax_cases():
         Case("large scores (around 1000): exp overflows unless each row's max is subtracted first",
              lambda: ((rand(24, 2, 6, scale=300, offset=1000),), {})),
         Case("a fully masked row (every score the most negative float32): expect 1/n each",
-             lambda: ((masked_row,),  {})),
-        Case("-inf scores next to finite ones: weight 0 there", lambda: ((with_minus_inf,), {})),
+             lambda: ((masked_row,),  {}), edge=True),
+        Case("-inf scores next to finite ones: weight 0 there", lambda: ((with_minus_inf,), {}), edge=True),
         Case("one row [7]", lambda: ((rand(25, 7),), {})),
         Case("a non-contiguous [4, 5]", lambda: ((strided(rand(26, 4, 5, scale=5)),), {})),
     ]
@@ -145,7 +145,7 @@ ATTENTION = Exercise("attention", 3, attention, attention_cases, [
     Mistake("takes the softmax over the queries (axis -2), not the keys",
             "each query's weights over the keys sum to 1: softmax over the last axis",
             _masked_softmax_attention(lambda s, m: softmax(np.where(m, s, MASKED).swapaxes(-1, -2)).swapaxes(-1, -2))),
-])
+], uses=("softmax",))
 
 
 def split_heads_cases():
@@ -241,4 +241,4 @@ SELF_ATTENTION = Exercise("self_attention", 3, self_attention, self_attention_ca
     Mistake("leaves out the output projection", "end with linear(merge_heads(heads), **out_proj)",
             # only out_proj has a bias, so this linear skips exactly that one
             patched(self_attention, attention_module, linear=lambda x, w, b=None: x if b is not None else x @ w.T)),
-])
+], uses=("split_heads", "causal_mask", "attention", "merge_heads"))

@@ -9,6 +9,7 @@ from ...model import mlp as mlp_module
 from ...model.attention import self_attention
 from ...model.block import Layer, block
 from ...model.layer_norm import layer_norm
+from ...model.linear import linear
 from ...model.mlp import feed_forward, gelu_new
 from .base import Case, Exercise, Mistake, patched, rand, strided
 from .lesson3_attention import ATTENTION, attention_weights
@@ -23,9 +24,15 @@ def gelu_new_cases():
     return [
         Case("49 points from -6 to 6", lambda: ((np.linspace(-6, 6, 49, dtype=np.float32),), {})),
         Case("random [2, 3, 4] (std 3), non-contiguous", lambda: ((strided(rand(60, 2, 3, 4, scale=3)),), {})),
+        Case("x from -3 to -1.5, where the cubic term 0.044715 x^3 moves the output most: a constant slipped "
+             "by 1e-4 of itself shows here", lambda: ((np.linspace(-3, -1.5, 31, dtype=np.float32),), {})),
         Case("large magnitudes (up to 10^4): expect 0 far left, x far right",
              lambda: ((np.array([-1e4, -300, -30, 30, 300, 1e4], np.float32),), {})),
     ]
+
+
+def _gelu_with(a, c=math.sqrt(2 / math.pi)):  # gelu_new with its constants as given
+    return lambda x: 0.5 * x * (1 + np.tanh(c * (x + a * (x * x * x))))
 
 
 GELU_NEW = Exercise("gelu_new", 4, gelu_new, gelu_new_cases, [
@@ -37,7 +44,10 @@ GELU_NEW = Exercise("gelu_new", 4, gelu_new, gelu_new_cases, [
             lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x)))),
     Mistake("leaves out the factor 0.5", "0.5 * x * (1 + tanh(...))", lambda x: 2 * gelu_new(x)),
     Mistake("is a ReLU", "the tanh approximation of GELU", lambda x: np.maximum(x, 0)),
-])
+    Mistake("has a constant slipped (0.0447 for 0.044715, or sqrt(2/pi) rounded): close to gelu_new, but further "
+            "from it than float32 rounding goes", "the constants exactly: 0.044715 and math.sqrt(2 / math.pi)",
+            _gelu_with(0.0447), near=(0.05, 1e-4)),
+], rtol=2e-5, atol=2e-7)   # tight: a constant slipped by 1e-4 of itself moves the tail case by ~1e-4 relative
 
 
 def mlp_weights(seed, d, inner):
@@ -62,7 +72,13 @@ FEED_FORWARD = Exercise("feed_forward", 4, feed_forward, feed_forward_cases, [
             patched(feed_forward, mlp_module, gelu_new=lambda x: x)),
     Mistake("leaves out the biases", "x @ W.T + b in both layers",
             lambda x, c_fc, c_proj: gelu_new(x @ c_fc["w"].T) @ c_proj["w"].T),
-])
+    Mistake("applies GELU after the second projection too (after c_proj)",
+            "gelu_new only between the two linear layers: linear(gelu_new(linear(x, **c_fc)), **c_proj)",
+            lambda x, c_fc, c_proj: gelu_new(feed_forward(x, c_fc, c_proj))),
+    Mistake("applies GELU after the second projection instead of between the two",
+            "gelu_new between the two linear layers: linear(gelu_new(linear(x, **c_fc)), **c_proj)",
+            lambda x, c_fc, c_proj: gelu_new(linear(linear(x, **c_fc), **c_proj))),
+], uses=("gelu_new",))
 
 
 def block_cases():
@@ -107,4 +123,4 @@ BLOCK = Exercise("block", 4, block, block_cases, [
             lambda x, *args, at, **weights: block(x, *args, **weights, at=replace(at, eps=1e-5))),
     Mistake(ATTENTION.mistakes[0].what, ATTENTION.mistakes[0].fix,
             patched(block, attention_module, attention=ATTENTION.mistakes[0].fn)),
-])
+], uses=("layer_norm", "self_attention", "feed_forward"))

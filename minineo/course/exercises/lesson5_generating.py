@@ -154,8 +154,8 @@ def top_k_cases():
         Case("k 1: only the largest survives", lambda: ((logits(111), 1), {})),
         Case("ties with the k-th largest (k 2 and 3): all of them survive, as in transformers",
              lambda: ((tied, 2), {})),
-        Case("k 0 disables the filter", lambda: ((logits(112), 0), {})),
-        Case("k 20 > vocabulary 12: everything survives", lambda: ((logits(113), 20), {})),
+        Case("k 0 disables the filter", lambda: ((logits(112), 0), {}), edge=True),
+        Case("k 20 > vocabulary 12: everything survives", lambda: ((logits(113), 20), {}), edge=True),
         Case("k 4 on non-contiguous logits", lambda: ((strided(logits(114)), 4), {})),
     ]
 
@@ -188,7 +188,7 @@ def top_p_cases():
         Case("top_p 0.9 on [2, 12] logits", lambda: ((logits(121), 0.9), {})),
         Case("top_p 0.5", lambda: ((logits(122, scale=1.5), 0.5), {})),
         Case("top_p 0.01: only the most likely token survives", lambda: ((logits(123), 0.01), {})),
-        Case("top_p 1 disables the filter", lambda: ((logits(124), 1.0), {})),
+        Case("top_p 1 disables the filter", lambda: ((logits(124), 1.0), {}), edge=True),
         Case("one token holds more than top_p 0.8 alone: it survives", lambda: ((sharp, 0.8), {})),
         Case("top_p 0.7 on non-contiguous logits over 40 tokens", lambda: ((strided(logits(125, V=40)), 0.7), {})),
     ]
