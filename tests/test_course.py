@@ -289,7 +289,7 @@ def test_in_model_moves_the_loss_for_a_wrong_function_only(tmp_path):
     from minineo.course.in_model import in_model
     exercise = EXERCISES["layer_norm"]
     same = "\n".join(in_model(exercise, OTHER_LAYER_NORM))
-    assert "changes the held-out loss by +0.0000 nats per token (the same loss)" in same
+    assert "changes the held-out loss by +0.0000 nats per token (the same loss)" in same and "the same loss and text" in same
     wrong = EXERCISES["layer_norm"].mistakes[1].fn   # epsilon outside the square root
     moved = "\n".join(in_model(exercise, wrong))
     print(same, moved, sep="\n")
@@ -308,6 +308,61 @@ def OTHER_LAYER_NORM(x, g, b, eps=1e-5):   # correct, written differently
 def test_the_in_model_flag_prints_both_losses(tmp_path):
     done = cli("gelu_new", OTHER_SOLUTIONS, "--in-model")
     assert done.returncode == 0 and "reference" in done.stdout and "yours" in done.stdout and "(the same loss)" in done.stdout
+    assert "the same loss and text: inside the model, your function computes what GPT-Neo's does" in done.stdout
+    assert "lower is better" not in done.stdout
+
+
+def test_a_lower_loss_from_a_known_mistake_is_called_a_changed_model(tmp_path):
+    # the unbiased variance lowers the held-out loss of the bundled model (5.2421 against 5.2455)
+    done = cli("layer_norm", write(tmp_path / "unbiased.py", """\
+        import numpy as np
+
+        def layer_norm(x, g, b, eps=1e-5):
+            m = x.mean(-1, keepdims=True)
+            return g * (x - m) / np.sqrt(x.var(-1, ddof=1, keepdims=True) + eps) + b
+        """), "--in-model")
+    out = done.stdout
+    assert done.returncode == 1 and "changes the held-out loss by -0." in out and "lower is better" not in out
+    assert "a different loss, lower or higher, is a different model" in out
+    assert "not a better model; the unit check named the mistake that does it: your layer_norm uses the unbiased" in out
+    assert out.count("uses the unbiased variance") == 2   # once in the diagnosis, once where it says what lowers the loss
+
+
+def test_check_all_with_in_model_runs_each_passing_exercise(tmp_path):
+    path = write(tmp_path / "two.py", """\
+        import math
+        import numpy as np
+
+        def layer_norm(x, g, b, eps=1e-5):
+            return g * (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + eps) + b
+
+        def gelu_new(x):
+            return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
+        """)
+    done = cli("all", path, "--in-model")
+    out = done.stdout
+    assert done.returncode == 1 and "gelu_new in the bundled model" in out and "layer_norm in the bundled model" not in out
+    assert "not put in the model: the 16 exercises that are missing or do not pass their unit checks" in out
+
+
+def test_in_model_isolates_the_students_exit(tmp_path):
+    from minineo.course.in_model import in_model
+
+    def leaves(x, g, b, eps=1e-5):
+        raise SystemExit(3)
+    lines = in_model(EXERCISES["layer_norm"], leaves)
+    assert lines[0].startswith("layer_norm in the model: it raised SystemExit(3): your code called sys.exit(3)"), lines
+
+
+def test_no_diagnosis_repeats_what_the_report_already_says(tmp_path):
+    import difflib
+    for name, source, _ in PLANTED:
+        fn, path = student(source, name, tmp_path)
+        lines = check(EXERCISES[name], fn, path).lines
+        for i, line in enumerate(lines):
+            for other in lines[i + 1:]:
+                match = difflib.SequenceMatcher(None, line, other, autojunk=False).find_longest_match()
+                assert match.size < 40, f"{name}: said twice: {line[match.a:match.a + match.size]!r}\n" + "\n".join(lines)
 
 
 # ---- the exercise notebooks --------------------------------------------------------------------------------

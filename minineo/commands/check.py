@@ -19,7 +19,7 @@ def run(args):
     if args.name != "all":
         function_in(module, args.file, args.name)
     if args.name == "all":
-        return check_all(module, args.file, exercises)
+        return check_all(module, args.file, exercises, args.in_model)
     exercise = exercises[0]
     fn = getattr(module, exercise.name)
     result = check(exercise, fn, args.file)
@@ -27,11 +27,11 @@ def run(args):
     if args.in_model:
         from ..course.in_model import in_model   # loads the bundled model: only when asked
         print()
-        print("\n".join(in_model(exercise, fn, args.file)))
+        print("\n".join(in_model(exercise, fn, args.file, result.summary if result.status == "mismatch" else None)))
     return 0 if result.ok else FAILURE
 
 
-def check_all(module, path, exercises):  # a table: one row per exercise, and the first mistake's diagnosis below
+def check_all(module, path, exercises, with_model=False):  # a table: one row per exercise
     rows = []
     for exercise in exercises:
         fn = getattr(module, exercise.name, None)
@@ -46,6 +46,16 @@ def check_all(module, path, exercises):  # a table: one row per exercise, and th
     passed = sum(1 for _, r in rows if r is not None and r.ok)
     print(f"\n{passed} of {len(rows)} exercises pass" +
           ("" if passed == len(rows) else f"; `python -m minineo.check NAME {path}` shows one in full"))
+    if with_model:   # each exercise that passes its unit checks, in the model (a failing one: check it alone first)
+        from ..course.in_model import in_model
+        for exercise, result in rows:
+            if result is not None and result.ok:
+                print()
+                print("\n".join(in_model(exercise, getattr(module, exercise.name), path)))
+        if passed < len(rows):
+            print(f"\nnot put in the model: the {len(rows) - passed} exercises that are missing or do not pass their unit "
+                  f"checks "
+                  f"(`python -m minineo.check NAME {path} --in-model` puts one in anyway)")
     return 0 if passed == len(rows) else FAILURE
 
 
@@ -59,7 +69,8 @@ def parser():
     p.add_argument("file", metavar="FILE.py", help="your file, which defines a function called NAME")
     p.add_argument("--in-model", action="store_true",
                    help="also put your function into the bundled model and compare the held-out loss and "
-                        "a few generated tokens with the reference's")
+                        "a few generated tokens with the reference's (with `all`: each function that passes "
+                        "its unit checks)")
     return p
 
 

@@ -180,7 +180,7 @@ def diagnose_mistake(exercise, outputs, failures):  # which known mistake comput
                 f"{hits} of {len(outputs)} cases). GPT-Neo: {mistake.fix}.")
     if "wrong shape" in problem:
         return "wrong shape (see above)"
-    return (f"no known mistake computes this; case {number} ({case.what}) is the input that exposes it. "
+    return (f"no known mistake computes this; case {number} (above) is the input that exposes it. "
             f"Compare your output with {exercise.where} on it.")
 
 

@@ -6,6 +6,7 @@ the loss is measured on the play it never saw in training (The Tempest). Every m
 that calls the reference gets the student's function instead, for the duration of the measurement.
 """
 import contextlib
+import functools
 import importlib
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..text.sampling import next_token
 from .checker import their_line
+from .isolated import run_isolated
 
 MODULES = ["minineo.model.attention", "minineo.model.block", "minineo.model.embedding", "minineo.model.layer_norm",
            "minineo.model.mlp", "minineo.model.gpt_neo", "minineo.model.cache", "minineo.text.sampling"]
@@ -87,17 +89,25 @@ def measure(model, sampling):
         return heldout_loss(model, ids), continuation(model, sampling)
 
 
-def in_model(exercise, fn, filename=None):  # -> lines to print
+LIMIT = 300   # seconds the measurement with the student's function may take (a second or two when right)
+
+
+def in_model(exercise, fn, filename=None, diagnosis=None):  # -> lines to print; diagnosis: the unit check's, if any
     model = bundled_model()
     sampling = exercise.reference.__module__ == "minineo.text.sampling"
-    try:   # theirs first: a stub or a crash is reported without measuring the reference
+
+    def theirs():
         with replaced(exercise.reference, fn):
-            loss, text = measure(model, sampling)
-    except NotImplementedError:
+            return measure(model, sampling)
+    # in a child process, as the unit check: a stub, a crash or an exit is reported without measuring the reference
+    outcome = next(run_isolated([theirs], functools.partial(their_line, filename=filename), limit=LIMIT))
+    if outcome.kind == "not written":
         return [f"{exercise.name} in the model: not written yet (it raises NotImplementedError)"]
-    except Exception as error:
-        message, where = their_line(error, filename)
-        return [f"{exercise.name} in the model: it raised {message}", *([f"  at {where}"] if where else [])]
+    if not outcome.ok:
+        return [f"{exercise.name} in the model: " + (f"it raised {outcome.error}" if outcome.error else
+                                                      f"your function {outcome.ended}"),
+                *([f"  at {outcome.where}"] if outcome.where else [])]
+    loss, text = outcome.value
     if sampling not in _reference:
         _reference[sampling] = measure(model, sampling)
     reference_loss, reference_text = _reference[sampling]
@@ -105,19 +115,38 @@ def in_model(exercise, fn, filename=None):  # -> lines to print
         if sampling else f"{NEW_TOKENS} greedy tokens"
     lines = [f"{exercise.name} in the bundled model ({Path(model.source).name}), in place of {exercise.where}:",
              f"  held-out loss: the first {TOKENS} tokens of The Tempest (a play it never saw), fed {PIECE} at a time "
-             f"through the KV cache, in nats per token (lower is better)",
+             f"through the KV cache, in nats per token",
              f"  {what} after {PROMPT!r}", "",
              f"  {'':10} {'loss':>9}   continuation",
              f"  {'reference':10} {reference_loss:9.4f}   {reference_text!r}"]
-    if np.isfinite(loss):
-        lines.append(f"  {'yours':10} {loss:9.4f}   {text!r}" if text is not None else
-                     f"  {'yours':10} {loss:9.4f}   (no text: the logits became NaN or inf while generating)")
-        change = loss - reference_loss
-        lines += ["", f"  your function changes the held-out loss by {change:+.4f} nats per token" +
-                  (" (the same loss" + (", the sampling does not enter it)" if sampling else ")") if abs(change) < 1e-4 else "")]
-        if sampling:
-            lines.append("  " + ("the same sampled text" if text == reference_text else "different sampled text"))
-    else:
-        lines += [f"  {'yours':10} {loss:9}   the model computed NaN or inf with your function: a NaN in one place "
-                  "(a fully masked row, an overflowing exp) spreads to every later token and layer"]
+    if not np.isfinite(loss):
+        return lines + [f"  {'yours':10} {loss:9}   the model computed NaN or inf with your function: a NaN in one place "
+                        "(a fully masked row, an overflowing exp) spreads to every later token and layer"]
+    lines.append(f"  {'yours':10} {loss:9.4f}   {text!r}" if text is not None else
+                 f"  {'yours':10} {loss:9.4f}   (no text: the logits became NaN or inf while generating)")
+    change = loss - reference_loss
+    lines += ["", f"  your function changes the held-out loss by {change:+.4f} nats per token" +
+              (" (the same loss" + (", the sampling does not enter it)" if sampling else ")") if abs(change) < 1e-4 else "")]
+    lines += ["  " + line for line in meaning(exercise, change, sampling, text == reference_text, diagnosis)]
     return lines
+
+
+def meaning(exercise, change, sampling, same_text, diagnosis):  # what the difference says, in words
+    if sampling:
+        said = ["the same sampled text" if same_text else "different sampled text"]
+        if not same_text:
+            said.append(f"a different text is a different sampler: your {exercise.name} does not choose as GPT-Neo's "
+                        "generation does (the same seed, the same logits)")
+        return said
+    if abs(change) < 1e-4:
+        return ["the same loss and text: inside the model, your function computes what GPT-Neo's does" if same_text else
+                "the same loss but a different text: a difference too small for the loss flips a close choice "
+                "between two tokens; look for a small slip"]
+    said = [f"a different loss, lower or higher, is a different model: the weights were trained with GPT-Neo's "
+            f"{exercise.name}, so the loss to reach is the reference's, not a lower one"]
+    if change < 0:
+        said.append(f"yours is lower here, by {-change:.4f}: a changed model that happens to score better on these "
+                    f"{TOKENS} tokens, not a better model" +
+                    (f"; the unit check named the mistake that does it: your {exercise.name} {diagnosis.split('your ' + exercise.name + ' ', 1)[-1].split(' (it computes')[0]}"
+                     if diagnosis else ""))
+    return said
