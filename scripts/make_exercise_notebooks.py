@@ -95,6 +95,7 @@ exact = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
 left.plot(x, reference(x), label="gelu_new (tanh)"); left.plot(x, np.maximum(x, 0), "--", label="ReLU"); left.legend()
 right.plot(x, reference(x) - exact); right.set(title="gelu_new minus the exact (erf) GELU", xlabel="x")""",
+         needs=["layer_norm", "self_attention"],
          exercises={"gelu_new": "Not the exact GELU with erf: GPT-Neo was trained with the tanh approximation.",
                     "feed_forward": "Two linear layers, each with a bias, and `gelu_new` between them.",
                     "block": "Pre-norm: normalise before each sublayer, add its output to the stream."},
@@ -113,6 +114,7 @@ logits = np.array([3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0], np.float32)
 for t in (0.5, 1.0, 2.0):
     plt.plot(reference(logits / np.float32(t)), "o-", label=f"temperature {t}")
 plt.xlabel("token"); plt.ylabel("probability"); plt.legend();""",
+         needs=["softmax"],
          exercises={"GlobalCache": "`update` gets this step's keys and values [B, H, T, hd] and returns all of "
                                    "them so far with their indices.",
                     "LocalCache": "Keep the last `window - 1` keys: a new query sees `window` keys, itself included.",
@@ -121,6 +123,43 @@ plt.xlabel("token"); plt.ylabel("probability"); plt.legend();""",
                     "top_p_filter": "Sort, add up probabilities from the most likely token, keep the one that "
                                     "crosses top_p too."},
          in_model="LocalCache"),
+    dict(file="6_looking_inside", title="Exercise 6. Looking inside: ablation, the logit lens, patching",
+         minutes="45 to 60 minutes", objectives=[
+             "knock a head out with a hook in its output z, and say why after out_proj is too late",
+             "read every layer's residual stream as a prediction (the logit lens), through the final layer norm",
+             "find where information travels by activation patching: a [layer, position] grid"],
+         intro="The model's hook points carry TransformerLens's names: `model.run_with_cache(ids)` returns the logits "
+               "and every activation by name (`cache[\"z\", 2]` is `blocks.2.attn.hook_z`, [T, H, hd] for ids [T]); "
+               "`model.run_with_hooks(ids, fwd_hooks=[(name, fn)])` calls `fn(activation, hook)` there, and what it "
+               "returns replaces the activation. The checks run your functions on a tiny random GPT-Neo "
+               "(3 layers, 4 heads); the last cell runs them on the bundled Shakespeare model.",
+         figure="""import minineo
+from minineo.interpret import lens_loss
+model = minineo.load(None, fast=False)   # the bundled Shakespeare model
+ids = np.array(model.tokenizer.encode("PROSPERO.\\nNow does my project gather to a head: my charms crack not."))
+logits, cache = model.run_with_cache(ids)
+plt.plot(lens_loss(model, cache, ids), "o-")
+plt.xlabel("layer (the stream entering it; the last: the model's output)"); plt.ylabel("next-token loss (nats)")
+plt.title("the logit lens: how well each layer's stream already predicts");""",
+         needs=["layer_norm"],
+         exercises={"ablate_heads": "One hook per layer, in `blocks.{layer}.attn.hook_z`; z is [..., T, H, hd]. "
+                                    "Two heads of one layer both go.",
+                    "logit_lens": "L + 1 rows: the stream entering each block, then the last block's output. "
+                                  "Through `ln_f` first, as the model reads its last stream.",
+                    "patch_resid_pre": "The corrupted run, with one clean piece put in; for ids [T] the hook sees "
+                                       "[T, d], so position t is `act[t]`."},
+         finale="""## Your functions on the bundled model
+
+Your `logit_lens` on the line above: the token each layer's stream puts first at each position. Where the
+model's own prediction (the last row) first appears is where the layers below have done the work.""",
+         finale_code="""try:
+    lens = logit_lens(model, cache)
+except NotImplementedError:
+    print("logit_lens: not written yet: write it above, then run this cell again")
+else:
+    top = lens.argmax(-1)   # [L + 1, T]
+    for layer, row in enumerate(top):
+        print(f"{layer}: " + " ".join(repr(model.tokenizer.decode([int(t)]))[1:-1][:8].ljust(8) for t in row[:10]))"""),
 ]
 
 
@@ -136,20 +175,38 @@ def cell(kind, text):
     return base if kind == "markdown" else {**base, "execution_count": None, "outputs": []}
 
 
+WHERE = ("**Where you write:** in this notebook, in each function's code cell below (replace `raise "
+         "NotImplementedError`), then run that cell and the check under it. The check compares yours with minineo's own "
+         "on inputs chosen to expose the usual mistakes, and names the mistake when they differ; minineo's function "
+         "(named in the docstring) is the solution: read it once yours passes. Your copy of this notebook sits beside "
+         "`neo_exercises.py`, the same stubs as one file (`python -m minineo.course setup DIR` made both): paste a "
+         "function that passes into it to keep it for later lessons and for `python -m minineo.check all "
+         "neo_exercises.py`.")
+
+
+def earlier_cells(lesson):  # the functions of earlier lessons this one calls: from the student's file
+    needs = lesson.get("needs")
+    if not needs:
+        return []
+    names = ", ".join(f"`{n}`" for n in needs)
+    return [cell("markdown", f"## From earlier lessons\n\nThis notebook's functions call {names}. The cell below "
+                             "takes yours from `neo_exercises.py` beside this notebook (with the functions they call "
+                             "there), and minineo's own wherever yours is not written yet; it says which for each."),
+            cell("code", f"from minineo.course import earlier\n{', '.join(needs)} = earlier({', '.join(map(repr, needs))})")]
+
+
 def notebook(lesson, stubs):
     objectives = "\n".join(f"- {o}" for o in lesson["objectives"])
     cells = [cell("markdown", f"# {lesson['title']}\n\n**Time:** {lesson['minutes']} (writing and checking every "
-                              f"function below).\n\n**You will:**\n{objectives}\n\n{lesson['intro']}\n\n"
-                              "Write each function where it says `raise NotImplementedError`, run its cell, then the "
-                              "check below it: it compares yours with minineo's own on inputs chosen to expose the "
-                              "usual mistakes, and names the mistake when they differ. minineo's function (named in "
-                              "the docstring) is the solution: read it once yours passes."),
-             cell("code", SETUP), cell("code", lesson["figure"])]
+                              f"function below).\n\n**You will:**\n{objectives}\n\n{lesson['intro']}\n\n{WHERE}"),
+             cell("code", SETUP), cell("code", lesson["figure"]), *earlier_cells(lesson)]
     for name, hint in lesson["exercises"].items():
         cells += [cell("markdown", f"## `{name}`\n\n{hint}"), cell("code", stubs[name]),
                   cell("code", f'check("{name}", {name})')]
-    target = lesson["in_model"]
-    cells += [cell("markdown", f"## Your `{target}` in the model\n\nThe bundled model with your `{target}` in place of "
+    if "finale" in lesson:
+        cells += [cell("markdown", lesson["finale"]), cell("code", lesson["finale_code"])]
+    target = lesson.get("in_model")
+    cells += [] if target is None else [cell("markdown", f"## Your `{target}` in the model\n\nThe bundled model with your `{target}` in place of "
                                "minineo's: its held-out loss (nats per token on a play it never saw) and a few tokens "
                                "it writes, beside the reference's. Plant a mistake and run this again."),
               cell("code", f'in_model("{target}", {target})')]

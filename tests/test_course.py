@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,43 @@ PLANTED = [
                      "    c = np.cumsum(np.take_along_axis(softmax(logits), order, -1), -1)\n    c[:, 0] = 0\n"
                      "    keep = np.zeros(logits.shape, bool)\n    np.put_along_axis(keep, order, c < top_p, -1)\n"
                      "    return np.where(keep, logits, -np.inf)", "crosses top_p"),
+    ("ablate_heads", "def ablate_heads(heads, how='zero', cache=None):\n    hooks = []\n    for layer, head in heads:\n"
+                     "        def hook(out, hook, head=head):\n            out = out.copy()\n"
+                     "            out[..., head * 4:(head + 1) * 4] = 0\n            return out\n"
+                     "        hooks.append((f'blocks.{layer}.hook_attn_out', hook))\n    return hooks", "after out_proj"),
+    ("ablate_heads", "def ablate_heads(heads, how='zero', cache=None):\n    def make(layer, head):\n"
+                     "        def hook(z, hook):\n            z = z.copy()\n            z[:, head] = 0\n            return z\n"
+                     "        return (f'blocks.{layer}.attn.hook_z', make_hook := hook)\n"
+                     "    return [make(layer, head) for layer, head in heads]", "knocks out a position of every head"),
+    ("ablate_heads", "def ablate_heads(heads, how='zero', cache=None):\n    chosen = dict(heads)\n    hooks = []\n"
+                     "    for layer, head in chosen.items():\n        def hook(z, hook, head=head, layer=layer):\n"
+                     "            z = z.copy()\n            z[..., head, :] = 0 if how == 'zero' else "
+                     "cache['z', layer][..., head, :].reshape(-1, z.shape[-1]).mean(0)\n            return z\n"
+                     "        hooks.append((f'blocks.{layer}.attn.hook_z', hook))\n    return hooks", "only the last is ablated"),
+    ("logit_lens", "def logit_lens(model, cache):\n    L = model.config.num_layers\n"
+                   "    stack = np.stack([cache['resid_pre', i] for i in range(L)] + [cache['resid_post', L - 1]])\n"
+                   "    return stack @ model.params['wte'].T", "leaves out ln_final"),
+    ("logit_lens", "def logit_lens(model, cache):\n    rows = [cache['resid_post', i] for i in range(model.config.num_layers)]\n"
+                   "    return np.stack([model.logits(layer_norm(r, **model.params['ln_f'])) for r in rows])",
+     "resid_post) only"),
+    ("patch_resid_pre", "def patch_resid_pre(model, clean_ids, corrupted_ids, metric):\n    _, clean = model.run_with_cache(clean_ids)\n"
+                        "    L, T = model.config.num_layers, len(clean_ids)\n    grid = np.zeros((L, T))\n"
+                        "    for l in range(L):\n        for t in range(T):\n            def put(act, hook):\n"
+                        "                act = act.copy()\n                act[t:] = clean['resid_pre', l][t:]\n                return act\n"
+                        "            grid[l, t] = metric(model.run_with_hooks(corrupted_ids, fwd_hooks=[(f'blocks.{l}.hook_resid_pre', put)]))\n"
+                        "    return grid", "every position from t on"),
+    ("patch_resid_pre", "def patch_resid_pre(model, clean_ids, corrupted_ids, metric):\n    _, clean = model.run_with_cache(clean_ids)\n"
+                        "    L, T = model.config.num_layers, len(clean_ids)\n    grid = np.zeros((L, T))\n"
+                        "    for l in range(L):\n        for t in range(T):\n            def put(act, hook):\n"
+                        "                act = act.copy()\n                act[:, t] = clean['resid_pre', l][:, t]\n                return act\n"
+                        "            grid[l, t] = metric(model.run_with_hooks(corrupted_ids, fwd_hooks=[(f'blocks.{l}.hook_resid_pre', put)]))\n"
+                        "    return grid", "feature t of every position"),
+    ("patch_resid_pre", "def patch_resid_pre(model, clean_ids, corrupted_ids, metric):\n    _, corrupted = model.run_with_cache(corrupted_ids)\n"
+                        "    L, T = model.config.num_layers, len(clean_ids)\n    grid = np.zeros((L, T))\n"
+                        "    for l in range(L):\n        for t in range(T):\n            def put(act, hook):\n"
+                        "                act = act.copy()\n                act[t] = corrupted['resid_pre', l][t]\n                return act\n"
+                        "            grid[l, t] = metric(model.run_with_hooks(clean_ids, fwd_hooks=[(f'blocks.{l}.hook_resid_pre', put)]))\n"
+                        "    return grid", "wrong way round"),
 ]
 
 
@@ -518,3 +556,42 @@ def test_a_composite_on_an_unwritten_helper_says_which(tmp_path):
     done = cli("block", path)
     assert done.returncode == 1 and "block: not written yet, or a function it calls is not: layer_norm raises " \
                                     "NotImplementedError" in done.stdout and "write layer_norm first" in done.stdout
+
+
+# ---- the notebooks' flow: a later notebook calls the student's earlier functions (issue 33, item 6) ------------
+
+def test_notebook_4_checks_block_on_the_students_own_layer_norm(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    setup = subprocess.run([sys.executable, "-m", "minineo.course", "setup", tmp_path], capture_output=True, text=True,
+                           env=ENV, timeout=120)
+    assert setup.returncode == 0, setup.stderr
+    stubs = (tmp_path / "neo_exercises.py").read_text()
+    start = stubs.index("def layer_norm")
+    end = stubs.index("raise NotImplementedError", start) + len("raise NotImplementedError")
+    (tmp_path / "neo_exercises.py").write_text(stubs[:start] + OWN["layer_norm unbiased"].rstrip() + stubs[end:])
+    nb = nbformat.read(tmp_path / "4_mlp_and_block.ipynb", as_version=4)
+    for c in nb.cells:   # the student writes block in the notebook, calling layer_norm and self_attention
+        if c.cell_type == "code" and c.source.startswith("def block("):
+            c.source = OWN["block"].replace("feed_forward(", "minineo_ff(") + \
+                "\nfrom minineo.model.mlp import feed_forward as minineo_ff"
+    assert any("earlier(" in c.source for c in nb.cells) and \
+        any("**Where you write:**" in c.source for c in nb.cells if c.cell_type == "markdown")
+    with mock.patch.dict(os.environ, {"PYTHONPATH": ENV["PYTHONPATH"]}):
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    print(said)
+    assert "layer_norm: yours, from neo_exercises.py (it does not pass its check yet" in said
+    assert "self_attention: minineo's own (yours in neo_exercises.py: not written yet)" in said
+    assert "your layer_norm (checked: uses the unbiased variance" in said and "makes block differ" in said
+
+
+def test_every_exercise_notebook_says_where_to_write():
+    from conftest import load_script
+    made = load_script("make_exercise_notebooks")
+    for lesson in made.LESSONS:
+        nb = made.notebook(lesson, made.stub_sources())
+        assert "**Where you write:**" in nb["cells"][0]["source"], lesson["file"]
+        used = {n for name in lesson["exercises"] for n in EXERCISES[name].uses} - set(lesson["exercises"])
+        assert used <= set(lesson.get("needs", ())), f"{lesson['file']}: calls {used} from earlier lessons"

@@ -24,7 +24,9 @@ def run(args):
     fn = getattr(module, exercise.name)
     result = check(exercise, fn, args.file)
     print("\n".join(result.lines))
-    if args.in_model:
+    if args.in_model and not exercise.in_model:
+        print(f"\n{exercise.name} is not a part of the model, it looks into one: --in-model does not apply")
+    elif args.in_model:
         from ..course.in_model import in_model   # loads the bundled model: only when asked
         print()
         print("\n".join(in_model(exercise, fn, args.file, result.summary if result.status == "mismatch" else None)))
@@ -49,11 +51,12 @@ def check_all(module, path, exercises, with_model=False):  # a table: one row pe
     if with_model:   # each exercise that passes its unit checks, in the model (a failing one: check it alone first)
         from ..course.in_model import in_model
         for exercise, result in rows:
-            if result is not None and result.ok:
+            if result is not None and result.ok and exercise.in_model:
                 print()
                 print("\n".join(in_model(exercise, getattr(module, exercise.name), path)))
-        if passed < len(rows):
-            print(f"\nnot put in the model: the {len(rows) - passed} exercises that are missing or do not pass their unit "
+        left = sum(1 for e, r in rows if e.in_model and (r is None or not r.ok))
+        if left:
+            print(f"\nnot put in the model: the {left} exercises that are missing or do not pass their unit "
                   f"checks "
                   f"(`python -m minineo.check NAME {path} --in-model` puts one in anyway)")
     return 0 if passed == len(rows) else FAILURE

@@ -139,3 +139,35 @@ def top_p_filter(logits, top_p):  # [B, V] -> [B, V]
     that crosses it included); the rest become -inf. top_p = 1 keeps everything.
     Solution: minineo.text.sampling.top_p_filter."""
     raise NotImplementedError
+
+
+# ---- lesson 6: looking inside -------------------------------------------------------------------------
+# The model's hook points (minineo/model/hooks.py) have TransformerLens's names: model.run_with_cache(ids)
+# -> (logits, cache) with cache["z", 2] for "blocks.2.attn.hook_z"; model.run_with_hooks(ids, fwd_hooks=
+# [(name, fn)]) calls fn(activation, hook) at that point, and what fn returns (same shape and dtype; None:
+# unchanged) replaces the activation. For ids [T] the batch axis is dropped: z is [T, H, hd], a stream [T, d].
+
+def ablate_heads(heads, how="zero", cache=None):  # [(layer, head), ...] -> fwd_hooks [(name, fn), ...]
+    """Hooks that knock each (layer, head) out, for model.run_with_hooks(ids, fwd_hooks=...): in the head's
+    output z ("blocks.{layer}.attn.hook_z", [..., T, H, hd]), before out_proj mixes the heads. how="zero"
+    writes 0; how="mean" writes the head's mean z over every batch row and position of `cache` (a run's
+    ActivationCache). Return a new array from each hook; never change the one you were given.
+    Solution: minineo.interpret.methods.ablate_heads."""
+    raise NotImplementedError
+
+
+def logit_lens(model, cache):  # -> [L + 1, ..., T, V]
+    """Each layer's residual stream read as if it were the last: the stream entering each block
+    (cache["resid_pre", i], i = 0 .. L - 1), then the last block's output (cache["resid_post", L - 1]),
+    each through the final layer norm (model.params["ln_f"], eps model.config.layer_norm_epsilon) and
+    the unembedding (model.logits). The last row is the model's own logits.
+    Solution: minineo.interpret.methods.logit_lens."""
+    raise NotImplementedError
+
+
+def patch_resid_pre(model, clean_ids, corrupted_ids, metric):  # [T], [T], metric(logits [T, V]) -> float => [L, T]
+    """Activation patching: run the corrupted ids with the clean run's resid_pre of layer l at position t
+    put in (hook "blocks.{l}.hook_resid_pre", [T, d]), for every layer l and position t; grid[l, t] =
+    metric(the logits of that run). Solution: minineo.interpret.methods.patch_grid(model, clean_ids,
+    corrupted_ids, metric, "resid_pre") computes the same grid, faster."""
+    raise NotImplementedError

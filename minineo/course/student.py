@@ -48,3 +48,30 @@ def function_in(module, path, name):  # the student's function `name`, or a Usag
         raise UsageError(f"{path} has no function {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
                          + (f"; it defines {', '.join(defined)}" if defined else ""))
     return fn
+
+
+def earlier(*names, path="neo_exercises.py"):
+    """The student's own functions from earlier lessons, for a notebook whose exercises call them: from
+    their stub file (beside the notebook), each one they have written; minineo's own where they have not
+    (or where there is no such file), said in one line each. -> the functions, in the order asked."""
+    from .checker import check
+    path = Path(path)
+    module = load_file(path) if path.is_file() else None
+    chosen = []
+    for name in names:
+        exercise = exercise_named(name)
+        theirs = getattr(module, name, None)
+        if theirs is None:
+            where = f"no {path.name} here" if module is None else f"{path.name} has no {name}"
+            print(f"{name}: minineo's own ({where})")
+            chosen.append(exercise.reference)
+            continue
+        result = check(exercise, theirs, str(path))
+        if result.status == "not written":
+            print(f"{name}: minineo's own (yours in {path.name}: {result.summary})")
+            chosen.append(exercise.reference)
+        else:
+            print(f"{name}: yours, from {path.name}" + ("" if result.ok else f" (it does not pass its check yet: "
+                                                                             f"python -m minineo.check {name} {path.name})"))
+            chosen.append(theirs)
+    return chosen[0] if len(chosen) == 1 else chosen

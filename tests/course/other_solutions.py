@@ -125,3 +125,43 @@ def top_p_filter(logits, top_p):
             if mass < top_p:
                 out[row, token] = logits[row, token]
     return out
+
+
+def ablate_heads(heads, how="zero", cache=None):   # one hook per head (two in a layer run one after the other)
+    def knock_out(layer, head):
+        def hook(z, hook):
+            z = z.copy()
+            if how == "zero":
+                z[..., head, :] = 0
+            else:
+                every = cache[f"blocks.{layer}.attn.hook_z"]
+                z[..., head, :] = every[..., head, :].reshape(-1, every.shape[-1]).mean(axis=0)
+            return z
+        return hook
+    return [(f"blocks.{layer}.attn.hook_z", knock_out(layer, head)) for layer, head in heads]
+
+
+def logit_lens(model, cache):   # a loop over layers, layer norm written out in float64
+    L = model.config.num_layers
+    streams = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
+    ln_f = model.params["ln_f"]
+    rows = []
+    for x in streams:
+        x64 = x.astype(np.float64)
+        normed = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + model.config.layer_norm_epsilon)
+        rows.append((normed * ln_f["g"] + ln_f["b"]).astype(np.float32) @ model.params["wte"].T)
+    return np.stack(rows)
+
+
+def patch_resid_pre(model, clean_ids, corrupted_ids, metric):   # every run from the start, one hook each
+    _, clean = model.run_with_cache(clean_ids, names_filter=lambda name: name.endswith("hook_resid_pre"))
+    grid = np.zeros((model.config.num_layers, len(clean_ids)))
+    for layer in range(model.config.num_layers):
+        name = f"blocks.{layer}.hook_resid_pre"
+        for t in range(len(clean_ids)):
+            def put(act, hook, t=t):
+                out = act.copy()
+                out[t] = clean[name][t]
+                return out
+            grid[layer, t] = metric(model.run_with_hooks(corrupted_ids, fwd_hooks=[(name, put)]))
+    return grid

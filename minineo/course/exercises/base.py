@@ -41,6 +41,7 @@ class Exercise:
     atol: float = ATOL
     checks_inputs: bool = True       # probe whether the caller's arrays were changed
     uses: tuple = ()                 # the other exercises it calls: a student's own are suspects when it fails
+    in_model: bool = True            # a part of the model (--in-model puts it in); lesson 6's use the model instead
 
     def ordered_cases(self):  # the ordinary cases, then the edge cases
         cases = self.cases()
