@@ -1,29 +1,50 @@
 """The notebooks as HTML pages, opened in a real headless browser (Debian's chromium, driven by
-Playwright): every page shows its title, every figure loads, no page logs a console error.
+Playwright): every page shows its title, every figure loads, every formula is typeset (MathML, no
+`$...$` left in the text), no page logs a console error or shows a build machine's path; the home page
+lists the course in lesson order, and a partial build keeps every page in it.
 
 To stay inside the suite's time, the build executes one exercise notebook (the notebook tests
 already execute the demonstrations) and converts one demonstration notebook as committed."""
 import functools
 import http.server
+import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from minineo.course.pages import NOTEBOOKS, build
+from minineo.course.pages import NOTEBOOKS, build, default_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "build" / "test-artifacts"   # the screenshot a failing run leaves to look at (build/ is ignored)
+BUILD_OUTPUT = []
+MATH_DISPLAYS = ("math", "block math", "inline math")   # CSS display values chromium gives MathML it lays out
+# the text a reader sees, without code (where a $ is a shell prompt or a string, not a formula)
+PROSE = """(() => { const body = document.body.cloneNode(true);
+  body.querySelectorAll('pre, code, script, style, .jp-InputArea, .jp-OutputArea').forEach(e => e.remove());
+  return body.innerText; })()"""
+# every formula: MathML that chromium lays out as math (display "block math" / "inline math"), with a size
+FORMULAS = """Array.from(document.querySelectorAll('math')).map(m => {
+  const box = m.getBoundingClientRect();
+  return [getComputedStyle(m).display, box.width > 0 && box.height > 0, m.textContent.slice(0, 30)]; })"""
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("pages")
-    executed = build(out, [NOTEBOOKS / "exercises" / "2_layer_norm.ipynb"], log=print)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "minineo.course", "pages", out, NOTEBOOKS / "exercises" / "2_layer_norm.ipynb"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    executed = [(out / "exercises" / "2_layer_norm.html", "Exercise 2. Layer norm")]
+    # a second, partial build (converted as committed): the index keeps the first build's page
     as_committed = build(out, [NOTEBOOKS / "02_layer_norm.ipynb"], execute=False, log=print)
-    from minineo.course.pages import write_index
-    write_index(out, executed + as_committed)
+    BUILD_OUTPUT.append(done.stdout + done.stderr)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
         http.server.SimpleHTTPRequestHandler, directory=str(out)))
     server.RequestHandlerClass.log_message = lambda *args: None
@@ -37,7 +58,7 @@ def test_pages_render_in_a_browser(site):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "no chromium: apt-get install -y chromium (.ci/run does)"
     out, base, pages = site
-    urls = {"index.html": "minineo: the notebooks", **{p.relative_to(out).as_posix(): title for p, title in pages}}
+    urls = {"index.html": "minineo: the course", **{p.relative_to(out).as_posix(): title for p, title in pages}}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -58,6 +79,16 @@ def test_pages_render_in_a_browser(site):
             assert page.title() == title and title in (heading or ""), f"{url}: title {page.title()!r}, heading {heading!r}"
             assert all(loaded for loaded, _ in images), f"{url}: images that did not load: {[s for ok, s in images if not ok]}"
             assert not errors, f"{url}: console errors {errors}"
+            prose = page.evaluate(PROSE)
+            left = re.findall(r"\$\$?[^$\n]+\$\$?", prose)
+            assert not left, f"{url}: formulas left as TeX: {left[:5]}"
+            formulas = page.evaluate(FORMULAS)
+            print(f"  {len(formulas)} formulas, displays {sorted({d for d, _, _ in formulas})}")
+            unset = [f for f in formulas if f[0] not in MATH_DISPLAYS or not f[1]]
+            assert not unset, f"{url}: formulas not laid out as math: {unset[:5]}"
+            if url != "index.html":
+                assert formulas, f"{url}: no formula (the layer norm pages have several)"
+                assert any(d == "block math" for d, _, _ in formulas), f"{url}: no display formula"
             if url != "index.html":
                 assert images, f"{url}: no figure"
                 assert not outside, f"{url}: loads from outside the pages: {outside}"
@@ -73,3 +104,28 @@ def test_the_executed_page_shows_the_checks_output(site):
     assert "layer_norm: not written yet (it raises NotImplementedError)" in text and "data:image/png;base64" in text
     demo = (out / "02_layer_norm.html").read_text(encoding="utf-8")
     assert "data:image/png;base64" in demo   # the committed notebook's markdown figure (figures/shapes.png), embedded
+
+
+def test_no_build_path_and_no_kernel_warning(site):
+    out, _, pages = site
+    assert "Kernel is running over TCP" not in BUILD_OUTPUT[0] and "WARNING" not in BUILD_OUTPUT[0], BUILD_OUTPUT[0]
+    for page in [out / "index.html", *(p for p, _ in pages)]:
+        text = page.read_text(encoding="utf-8")
+        for place in {str(ROOT), str(out), str(Path.home()) + "/"}:
+            assert place not in text, f"{page.name} shows a build path: {place}"
+
+
+def test_the_home_page_lists_the_course_in_lesson_order(site):
+    out, base, pages = site
+    text = (out / "index.html").read_text(encoding="utf-8")
+    lessons = [int(n) for n in re.findall(r"<h2>Lesson (\d+):", text)]
+    assert lessons == sorted(lessons) and lessons[:5] == [1, 2, 3, 4, 5], lessons
+    assert "http" not in text.replace("http://www.w3.org/1998/Math/MathML", ""), "the home page loads nothing from outside"
+    cards = re.findall(r'<div class="card">(.*?)</div>', text, re.S)
+    assert len(cards) == len(default_notebooks())   # every notebook, built or not
+    for card in cards:
+        assert "<li>" in card and "Time: " in card, card[:200]
+    # the two built pages (two builds, the second partial) are linked; lesson 2's demonstration before its exercises
+    assert text.index('href="02_layer_norm.html"') < text.index('href="exercises/2_layer_norm.html"')
+    assert text.count('<a href="') == 2 and text.count("not built here") == len(cards) - 2
+    assert "<math" in text   # an objective's formula (notebook 3's 1/sqrt(d_head)), typeset here too

@@ -16,8 +16,7 @@ def run(args):
               f"with\n  python -m minineo.check layer_norm {written[0]}\nor all of them with\n"
               f"  python -m minineo.check all {written[0]}")
     else:
-        pages = build(args.out, args.notebooks or None)
-        print(f"{len(pages)} pages and {args.out}/index.html")
+        build(args.out, args.notebooks or None)
 
 
 def parser():
