@@ -497,6 +497,7 @@ OWN = {   # helpers as a student writes them, right and wrong
     "layer_norm": "def layer_norm(x, g, b, eps=1e-5):\n    m = x.mean(-1, keepdims=True)\n"
                   "    return g * (x - m) / np.sqrt(x.var(-1, keepdims=True) + eps) + b\n",
     "layer_norm stub": "def layer_norm(x, g, b, eps=1e-5):\n    raise NotImplementedError\n",
+    "softmax stub": "def softmax(x):\n    raise NotImplementedError\n",
     "gelu_new x^2": "def gelu_new(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 2)))\n",
     "self_attention": "def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):\n"
                       "    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))\n"
@@ -534,6 +535,9 @@ COMPOSITE = [   # (exercise, the student's functions, words the diagnosis must c
     ("block", ["layer_norm", "causal_mask", "self_attention", "feed_forward", "block post-norm"],
      ["the fault is in block itself: with minineo's own layer_norm, self_attention, causal_mask, feed_forward",
       "normalises after adding (post-norm"]),
+    # a stub the student's code never calls (their softmax: they use minineo's attention) is not blamed
+    ("block", ["softmax stub", "layer_norm", "causal_mask", "self_attention", "feed_forward", "block post-norm"],
+     ["the fault is in block itself", "normalises after adding (post-norm"]),
 ]
 
 
@@ -547,6 +551,7 @@ def test_a_composite_names_the_students_own_helper(name, parts, named, tmp_path)
     diagnosis = next(line for line in done.stdout.splitlines() if "diagnosis:" in line)
     assert done.returncode == 1 and all(words in diagnosis for words in named), diagnosis
     assert "your self_attention (checked" not in diagnosis or "self_attention scaled" in parts
+    assert "also fail" not in diagnosis
 
 
 def test_a_composite_on_an_unwritten_helper_says_which(tmp_path):

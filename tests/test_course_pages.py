@@ -45,9 +45,10 @@ def site(tmp_path_factory):
     # a second, partial build (converted as committed): the index keeps the first build's page
     as_committed = build(out, [NOTEBOOKS / "02_layer_norm.ipynb"], execute=False, log=print)
     BUILD_OUTPUT.append(done.stdout + done.stderr)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(out)))
-    server.RequestHandlerClass.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):   # no line per request in the test's output
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield out, f"http://127.0.0.1:{server.server_port}/", executed + as_committed
     server.shutdown()
