@@ -49,6 +49,11 @@ def physical_cores():
     return max(1, len(cores))
 
 
+def blas_kernel():  # -> e.g. "openblas 0.3.31, SkylakeX kernels" (threadpoolctl's internal_api, version, architecture)
+    return ", ".join(f"{lib.internal_api} {lib.version or '?'}, {getattr(lib, 'architecture', None) or '?'} kernels"
+                     for lib in _blas) or "no BLAS found"
+
+
 def get_threads():
     return _threads or physical_cores()
 
