@@ -49,9 +49,15 @@ def physical_cores():
     return max(1, len(cores))
 
 
-def blas_kernel():  # -> e.g. "openblas 0.3.31, SkylakeX kernels" (threadpoolctl's internal_api, version, architecture)
-    return ", ".join(f"{lib.internal_api} {lib.version or '?'}, {getattr(lib, 'architecture', None) or '?'} kernels"
-                     for lib in _blas) or "no BLAS found"
+OPENBLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # read by OpenBLAS when it loads: they change its kernels
+
+
+def blas_kernel():  # -> "openblas 0.3.31, SkylakeX kernels", and ", OPENBLAS_CORETYPE=Haswell" where it is set
+    # threadpoolctl's internal_api, version and architecture: the kernel OpenBLAS chose for this CPU (or was told)
+    kernels = [f"{lib.internal_api} {lib.version or '?'}, {getattr(lib, 'architecture', None) or '?'} kernels"
+               for lib in _blas]
+    settings = [f"{name}={os.environ[name]}" for name in OPENBLAS_SETTINGS if name in os.environ]
+    return ", ".join(kernels + settings) or "no BLAS found"
 
 
 def get_threads():
