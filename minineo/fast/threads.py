@@ -87,13 +87,14 @@ def threads_for(work, threads_from):  # -> the threads worth using for a product
     return get_threads() if work >= threads_from else 1
 
 
-def parallel_for(n_items, work, threads=None):
+def parallel_for(n_items, work, threads=None, blas=True):
     """Call work(i) for i in range(n_items), spread over `threads` threads (default get_threads()),
     BLAS at 1 thread each.
 
     Threads take the next item as they finish one, so a core slowed by a neighbour does less.
     `work` must be thread-safe; its NumPy and BLAS calls release the GIL, so threads really overlap.
-    Not reentrant: `work` must not call parallel_for.
+    Not reentrant: `work` must not call parallel_for. blas=False: `work` calls no BLAS (element-wise
+    NumPy only), and BLAS's thread count is left as it is (training sets it with threadpoolctl).
     """
     n_threads = min(threads or get_threads(), n_items)
     if n_threads <= 1:  # one thread: no pool, and BLAS may keep all its threads for the one item
@@ -112,7 +113,8 @@ def parallel_for(n_items, work, threads=None):
             work(i)
 
     with _lock:
-        _set_blas_threads(1)
+        if blas:
+            _set_blas_threads(1)
         futures = [_get_pool().submit(worker) for _ in range(n_threads - 1)]
         try:
             worker()
@@ -127,6 +129,10 @@ def blas_threads(n):  # BLAS's own n threads for the calls inside (kept after th
     with _lock:
         _set_blas_threads(n)
         yield
+
+
+def blas_count():  # -> the threads BLAS uses now, as minineo or threadpoolctl (training) last set them
+    return max([lib.num_threads for lib in _blas] or [1])
 
 
 def _set_blas_threads(n):  # the caller holds _lock
