@@ -24,6 +24,7 @@ import numpy as np
 
 from .choices import Choices
 from .cpu import LOADED_CORES, Neighbours, cache_bytes
+from .banded import banded_attention
 from .int8 import Int8Weight
 from .tiled import TiledWeight
 
@@ -117,6 +118,20 @@ def measure(threads, nbytes=None):
                            lambda choices: square.matmul_t(prompt, choices), passes=3)
     int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
 
+    # A prompt's attention, 128 queries over their 128 keys with 125M's heads (12 of 64) and 2.7B's (20 of
+    # 128): on one thread, or its heads shared by the threads. Ten of each per pass: one takes a millisecond.
+    heads = [np.ones((1, h, PROMPT_ROWS, hd), np.float32) for h, hd in ((12, 64), (20, 128))]
+    idx, real = np.arange(PROMPT_ROWS), np.ones((1, PROMPT_ROWS), bool)
+    ways = {way: dataclasses.replace(best_tiles, prompt_attention=way) for way in (("one", "heads") if threads > 1 else ("one",))}
+
+    def attention_pass(choices):
+        for _ in range(10):
+            for q in heads:
+                banded_attention(q, q, q, idx, idx, real, choices=choices)
+    attention_s = timed_passes({way: (c,) for way, c in ways.items()}, attention_pass)
+    # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
+    prompt_attention = "heads" if attention_s.get("heads", float("inf")) * TILES_MARGIN < attention_s["one"] else "one"
+
     # The ceiling again, now that everything else ran: it tells whether the machine stayed as it was.
     again = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass, passes=RECHECK_PASSES)
     gbps = {label: nbytes / min(first[label], again[label]) / 1e9 for label in decode}
@@ -132,11 +147,13 @@ def measure(threads, nbytes=None):
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
                                   int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get),
                                   int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
-                                  fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"])
+                                  fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
+                                  prompt_attention=prompt_attention)
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
                 "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
+                "prompt_attention_ms": {way: 1000 * t / 10 for way, t in attention_s.items()},
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured
