@@ -148,5 +148,7 @@ def _set_blas_threads(n):  # the caller holds _lock
 def _get_pool():
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=get_threads() - 1, thread_name_prefix="minineo")
+        # at least one worker: parallel_for(threads=n) may ask for more threads than get_threads() (the
+        # training's element-wise work follows BLAS's count); extra ones queue, and find no work left
+        _pool = ThreadPoolExecutor(max_workers=max(1, get_threads() - 1), thread_name_prefix="minineo")
     return _pool
