@@ -92,6 +92,23 @@ def test_a_busy_first_run_is_measured_again_by_a_quiet_run_which_keeps_the_quiet
     assert choices.choose(2) == quiet and (machine.calibrations, machine.probes) == (2, 2)   # quiet: kept as is
 
 
+def test_a_machine_that_looks_quiet_but_measures_under_load_is_measured_again_only_max_tries_times(monkeypatch):
+    # e.g. a laptop whose clock drops as it heats: the look before measuring finds it quiet, every
+    # measurement moves. Each try waits ten times longer (RETRY_AFTER_S here 0: no wait); then it stops.
+    machine = Machine(monkeypatch)
+    monkeypatch.setattr(machine, "others_busy", lambda seconds: 0.0)
+    monkeypatch.setattr(choices, "others_busy", lambda seconds: 0.0)
+    monkeypatch.setattr(choices, "RETRY_AFTER_S", 0)
+    for _ in range(choices.MAX_TRIES + 3):
+        choices.choose(2)
+    assert machine.calibrations == 1 + choices.MAX_TRIES and choices.read_entry(2)["tries"] == choices.MAX_TRIES
+    assert "minineo no longer measures by itself" in choices.describe_kept(2)
+    monkeypatch.setattr(choices, "RETRY_AFTER_S", 60)
+    choices.update_entry(2, tries=1)
+    assert choices.measure_again(2, now=choices.read_entry(2)["measured_at"] + 599) is None   # 10 x 60 s after
+    assert choices.measure_again(2, now=choices.read_entry(2)["measured_at"] + 601) is not None
+
+
 def test_a_ceiling_that_moves_while_measuring_counts_as_under_load():
     quiet = {"others_cores": 0.02, "wall_s": 10.0, "cpu_s": 19.0, "load_average": [0.5, 1.5]}
     assert calibrate.load(quiet, 30.0, 28.0)["under_load"] is None                  # 7%: noise

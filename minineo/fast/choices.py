@@ -38,7 +38,9 @@ measures again, in place of using the kept choices:
 - when the BLAS kernel is not the one they were measured with (another NumPy, or OPENBLAS_CORETYPE);
 - when they were measured under load (or by a minineo that did not record the load), at least
   RETRY_AFTER_S later, if the machine is quiet now (other programs kept under LOADED_CORES busy for
-  QUIET_PROBE_S); on a machine still busy it uses them, and looks again RETRY_AFTER_S later.
+  QUIET_PROBE_S); on a machine still busy it uses them, and looks again RETRY_AFTER_S later. A
+  machine that looks quiet but measures unsteadily (a laptop's clock that drops as it heats) is
+  measured again at most MAX_TRIES times, each wait ten times longer than the one before.
 `python -m minineo.calibrate` always measures again, and `--show` prints what is kept, when and
 under what load it was measured.
 
@@ -63,6 +65,7 @@ ENV = "MININEO_CHOICES"
 PREFILL_ROWS = 32   # from this many rows of x a product is a prompt's, bound by arithmetic, not memory
 RETRY_AFTER_S = 60  # a measurement under load is taken again no sooner than this after the last look
 QUIET_PROBE_S = 0.5 # how long a run watches other programs before measuring again
+MAX_TRIES = 3       # measurements again that came out under load too, before leaving it to the user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,11 +108,18 @@ def choose(threads):
     if writable(cache_path().parent):   # else each process would measure again
         why = "first time" if measured is None else measure_again(threads)
         if why:
+            tries = read_entry(threads).get("tries", 0)
             again = calibrate_in_child(threads, why)
             if again is None and measured is not None:   # it failed: not again before RETRY_AFTER_S
                 update_entry(threads, looked_at=time.time())
+            elif again is not None and measured is not None and under_load(threads):
+                update_entry(threads, tries=tries + 1)   # under load again: wait longer next time
             measured = again or measured
     return dataclasses.replace(measured or Choices(), **forced)
+
+
+def under_load(threads):  # -> why the kept measurement cannot be trusted on a quiet machine, or None
+    return ((read_measured(threads) or {}).get("load") or {}).get("under_load")
 
 
 def measure_again(threads, now=None):  # -> why the kept choices must be measured again now, or None
@@ -119,8 +129,9 @@ def measure_again(threads, now=None):  # -> why the kept choices must be measure
     load = entry.get("measured", {}).get("load")
     if load is not None and not load.get("under_load"):
         return None
-    now = time.time() if now is None else now
-    if now - max(entry.get("measured_at", 0), entry.get("looked_at", 0)) < RETRY_AFTER_S:
+    now, tries = time.time() if now is None else now, entry.get("tries", 0)
+    waited = now - max(entry.get("measured_at", 0), entry.get("looked_at", 0))
+    if tries >= MAX_TRIES or waited < RETRY_AFTER_S * 10 ** tries:
         return None
     others = others_busy(QUIET_PROBE_S)
     if others is not None and others >= LOADED_CORES:   # still busy: use them, look again later
@@ -220,7 +231,9 @@ def describe_kept(threads, now=None):  # -> one line: when and under what load t
     said += "; other programs kept " + ("an unknown number of cores" if others is None else f"{others:.2f} cores")
     said += " busy, load average " + " -> ".join("?" if a is None else f"{a:.2f}" for a in load.get("load_average", []))
     if load.get("under_load"):
-        return said + (f"; UNDER LOAD ({load['under_load']}): a later run on a quiet machine measures again "
+        later = ("a later run on a quiet machine measures again" if entry.get("tries", 0) < MAX_TRIES else
+                 f"measured {MAX_TRIES} more times, under load each time: minineo no longer measures by itself")
+        return said + (f"; UNDER LOAD ({load['under_load']}): {later} "
                        f"(or run `python -m minineo.calibrate` when the machine is quiet)")
     return said + "; quiet"
 
