@@ -308,20 +308,3 @@ def test_head_and_loss_is_the_plain_head_and_cross_entropy(dtype, rows):
     print(f"{np.dtype(dtype).name}, {rows} rows a block: max difference from the plain head, relative: {errors}")
     assert ours_h.dtype == ours_wte.dtype == dtype
     assert max(errors.values()) < (1e-13 if dtype == np.float64 else 1e-6), errors
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_exp_minus_max_gives_the_same_bits_whoever_computes_a_row(threads):
-    # The rows of a block of logits are shared by the training's threads (BLAS's count); each row is
-    # computed the same way wherever it lands, so the result is bit for bit the one-thread, one-call result.
-    from threadpoolctl import threadpool_limits
-    from minineo.train import grads
-    logits = (8 * np.random.default_rng(9).standard_normal((37, 1001))).astype(np.float32)   # 37: not a multiple of 8
-    top = logits.max(axis=-1, keepdims=True)
-    expected = np.exp(logits - top)
-    e = logits.copy()
-    with threadpool_limits(threads, user_api="blas"):
-        got_top, sums = grads.exp_minus_max(e)
-    np.testing.assert_array_equal(got_top, top[:, 0])
-    np.testing.assert_array_equal(e, expected)
-    np.testing.assert_array_equal(sums, expected.sum(axis=-1))

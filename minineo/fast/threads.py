@@ -87,14 +87,13 @@ def threads_for(work, threads_from):  # -> the threads worth using for a product
     return get_threads() if work >= threads_from else 1
 
 
-def parallel_for(n_items, work, threads=None, blas=True):
+def parallel_for(n_items, work, threads=None):
     """Call work(i) for i in range(n_items), spread over `threads` threads (default get_threads()),
     BLAS at 1 thread each.
 
     Threads take the next item as they finish one, so a core slowed by a neighbour does less.
     `work` must be thread-safe; its NumPy and BLAS calls release the GIL, so threads really overlap.
-    Not reentrant: `work` must not call parallel_for. blas=False: `work` calls no BLAS (element-wise
-    NumPy only), and BLAS's thread count is left as it is (training sets it with threadpoolctl).
+    Not reentrant: `work` must not call parallel_for.
     """
     n_threads = min(threads or get_threads(), n_items)
     if n_threads <= 1:  # one thread: no pool, and BLAS may keep all its threads for the one item
@@ -113,8 +112,7 @@ def parallel_for(n_items, work, threads=None, blas=True):
             work(i)
 
     with _lock:
-        if blas:
-            _set_blas_threads(1)
+        _set_blas_threads(1)
         futures = [_get_pool().submit(worker) for _ in range(n_threads - 1)]
         try:
             worker()
@@ -131,10 +129,6 @@ def blas_threads(n):  # BLAS's own n threads for the calls inside (kept after th
         yield
 
 
-def blas_count():  # -> the threads BLAS uses now, as minineo or threadpoolctl (training) last set them
-    return max([lib.num_threads for lib in _blas] or [1])
-
-
 def _set_blas_threads(n):  # the caller holds _lock
     # set_num_threads on the loaded BLAS directly, and only when the count changes: a threadpoolctl
     # limit() costs ~15 us, a set_num_threads ~5 us, and a decode step of 2.7B makes 193 products.
@@ -148,7 +142,7 @@ def _set_blas_threads(n):  # the caller holds _lock
 def _get_pool():
     global _pool
     if _pool is None:
-        # at least one worker: parallel_for(threads=n) may ask for more threads than get_threads() (the
-        # training's element-wise work follows BLAS's count); extra ones queue, and find no work left
+        # at least one worker: parallel_for(threads=n) may ask for more threads than get_threads(); the
+        # extra ones queue, and find no work left
         _pool = ThreadPoolExecutor(max_workers=max(1, get_threads() - 1), thread_name_prefix="minineo")
     return _pool

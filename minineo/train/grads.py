@@ -6,7 +6,6 @@ Dimensions: B = batch, T = tokens, d = hidden size, V = vocabulary, N = B x (T -
 import numpy as np
 
 from ..errors import MinineoError
-from ..fast.threads import blas_count, parallel_for
 from ..model.attention import causal_mask
 from ..model.embedding import embed, lm_head
 from ..model.gpt_neo import check_token_ids, named_weights
@@ -42,9 +41,12 @@ def head_and_loss(h, targets, wte, rows=HEAD_ROWS):  # [N, d], [N], [V, d] -> me
         part = slice(start, start + rows)
         x, t = h[part], targets[part]                                 # [r, d], [r]
         e = np.matmul(x, wte.T, out=logits[:len(t)])                  # [r, V], lm_head
-        target = e[np.arange(len(t)), t]                              # [r]
-        top, s = exp_minus_max(e)                                     # [r]: e = exp(logits - max), s its sum
-        total += float((np.log(s) - (target - top)).sum(dtype=np.float64))   # -log p(t) = log s - (logit_t - max)
+        top = e.max(axis=-1, keepdims=True)                           # [r, 1]: exp cannot overflow
+        target = e[np.arange(len(t)), t] - top[:, 0]                  # [r]
+        e -= top
+        np.exp(e, out=e)
+        s = e.sum(axis=-1)                                            # [r]
+        total += float((np.log(s) - target).sum(dtype=np.float64))   # -log p(target) = log s - (logit_t - max)
         scale = (1 / (s * n))[:, None]                                # [r, 1]: p = e * s / s, and the mean's 1 / N
         d_h[part] = (e @ wte) * scale - wte[t] / n                    # [r, d]
         np.matmul(e.T, x * scale, out=d_wte if start == 0 else partial)   # [V, d]
@@ -52,24 +54,6 @@ def head_and_loss(h, targets, wte, rows=HEAD_ROWS):  # [N, d], [N], [V, d] -> me
             d_wte += partial
         np.subtract.at(d_wte, t, x / n)                               # a target seen twice is subtracted twice
     return total / n, d_h, d_wte
-
-
-EXP_ROWS = 8   # rows of logits a thread takes at a time in exp_minus_max: 1.6 MB of GPT-2's vocabulary
-
-
-def exp_minus_max(e):  # [r, V] -> each row's max [r] and the sum [r] of e = exp(e - max), computed in place
-    # Element-wise and row by row, so BLAS's threads (the training's --threads) share the rows; the same
-    # numbers whoever computes a row. The max first: exp cannot overflow.
-    top, sums = np.empty(len(e), e.dtype), np.empty(len(e), e.dtype)
-
-    def rows(i):
-        part = slice(i * EXP_ROWS, (i + 1) * EXP_ROWS)
-        top[part] = e[part].max(axis=-1)
-        e[part] -= top[part, None]
-        np.exp(e[part], out=e[part])
-        sums[part] = e[part].sum(axis=-1)
-    parallel_for(-(-len(e) // EXP_ROWS), rows, threads=blas_count(), blas=False)
-    return top, sums
 
 
 def mean_loss(model, ids):  # ids [B, T] -> the loss alone, as loss_and_grads computes it, with no backward
