@@ -119,14 +119,22 @@ def measure(threads, nbytes=None):
     int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
 
     # A prompt's attention, 128 queries over their 128 keys with 125M's heads (12 of 64) and 2.7B's (20 of
-    # 128): on one thread, or its heads shared by the threads. Ten of each per pass: one takes a millisecond.
-    heads = [np.ones((1, h, PROMPT_ROWS, hd), np.float32) for h, hd in ((12, 64), (20, 128))]
+    # 128): on one thread, or its heads shared by the threads. Each right after its q/k/v product, taken
+    # the way just chosen, as in a model: after a product on BLAS's threads, OpenBLAS's idle workers spin
+    # for a while on the other cores, and minineo's threads would compete with them (on the busy 2-core
+    # Xeon the rows of a training step's exp, shared that way, gained nothing; with the workers made to
+    # sleep at once, OPENBLAS_THREAD_TIMEOUT=4, they gained 10% of the head). Ten of each per pass.
+    prefill_way = max(gflops, key=gflops.get)
+    shapes = [(np.ones((1, h, PROMPT_ROWS, hd), np.float32), TiledWeight(np.ones((3 * h * hd, h * hd), np.float32)),
+               np.ones((PROMPT_ROWS, h * hd), np.float32)) for h, hd in ((12, 64), (20, 128))]
     idx, real = np.arange(PROMPT_ROWS), np.ones((1, PROMPT_ROWS), bool)
-    ways = {way: dataclasses.replace(best_tiles, prompt_attention=way) for way in (("one", "heads") if threads > 1 else ("one",))}
+    ways = {way: dataclasses.replace(best_tiles, prefill=prefill_way, prompt_attention=way)
+            for way in (("one", "heads") if threads > 1 else ("one",))}
 
     def attention_pass(choices):
         for _ in range(10):
-            for q in heads:
+            for q, qkv, x in shapes:
+                qkv.matmul_t(x, choices)
                 banded_attention(q, q, q, idx, idx, real, choices=choices)
     attention_s = timed_passes({way: (c,) for way, c in ways.items()}, attention_pass)
     # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
@@ -145,7 +153,7 @@ def measure(threads, nbytes=None):
 
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
-                                  int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get),
+                                  int8_cast=best_int8.int8_cast, prefill=prefill_way,
                                   int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
                                   prompt_attention=prompt_attention)
@@ -153,7 +161,7 @@ def measure(threads, nbytes=None):
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
                 "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
-                "prompt_attention_ms": {way: 1000 * t / 10 for way, t in attention_s.items()},
+                "prompt_qkv_and_attention_ms": {way: 1000 * t / 10 for way, t in attention_s.items()},
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured
