@@ -170,6 +170,8 @@ SPIN = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"   #
 def test_a_real_calibration_beside_a_spinning_core_is_marked_and_a_later_run_measures_again(monkeypatch):
     # The real thing, small (16 MB of weights: seconds): a process keeps one core busy while the child
     # calibrates; the kept file says so, and once the spinner is gone the next run measures again.
+    if cpu.busy_seconds() is None:
+        pytest.skip("no /proc/stat: other programs' load is unknown here")
     spinner = subprocess.Popen([sys.executable, "-c", SPIN])
     try:
         time.sleep(0.3)
@@ -179,7 +181,7 @@ def test_a_real_calibration_beside_a_spinning_core_is_marked_and_a_later_run_mea
         spinner.wait()
     busy = choices.read_entry(2)
     print(choices.describe_kept(2))
-    assert busy["measured"]["load"]["others_cores"] >= 0.5, busy["measured"]["load"]
+    assert busy["measured"]["load"]["others_cores"] >= cpu.LOADED_CORES, busy["measured"]["load"]
     assert "cores busy" in busy["measured"]["load"]["under_load"]
 
     # The next run: the machine is taken to be quiet now (a shared CI machine may not be; the rule that
