@@ -90,7 +90,7 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
     force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
-                       "int8_cast=direct" + SPLIT_ALL)
+                       "int8_cast=direct,prompt_attention=one" + SPLIT_ALL)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
     products = count_products(monkeypatch)
@@ -105,7 +105,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
     # CPUs); "direct" casts once. The scratch buffers a product asks for show which way ran.
     from minineo.fast import int8
     force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}"
-                       + SPLIT_ALL)
+                       ",prompt_attention=one" + SPLIT_ALL)
     asked = []
     real = int8._scratch
     monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
@@ -121,7 +121,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL
+    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,prompt_attention=one" + SPLIT_ALL
     force(monkeypatch, full)
     threads.set_threads(2)
     try:

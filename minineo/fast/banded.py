@@ -19,7 +19,7 @@ queries) stays on one thread: a parallel region would cost more than it saves.
 import numpy as np
 
 from ..model.attention import attention, causal_mask
-from .choices import PREFILL_ROWS, current
+from .choices import PREFILL_ROWS, known
 from .threads import get_threads, parallel_for
 
 # Queries per block: a local layer's block then scores at most 256 x (256 + window) keys instead of
@@ -31,7 +31,7 @@ def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=QUERY_BLOCK
     # The arguments of masked_attention: q [B, H, T, hd], k and v [B, H, S, hd], q_idx [T], k_idx [S]
     # sorted, real [B, N].
     out = np.empty_like(q)
-    shared = get_threads() > 1 and len(q_idx) >= PREFILL_ROWS and (choices or current()).prompt_attention == "heads"
+    shared = get_threads() > 1 and len(q_idx) >= PREFILL_ROWS and (choices or known()).prompt_attention == "heads"
     threads = get_threads() if shared else 1
     items = [(start, heads) for start in range(0, len(q_idx), block) for heads in head_groups(q.shape[1], threads)]
 

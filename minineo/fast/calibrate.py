@@ -40,6 +40,7 @@ NEVER = 1 << 62                                  # a threshold no product reache
 INT8_TILES = {"direct": (256, 512, 1024, 2048, 4096), "int16": (256, 512, 1024)}
 INT8_PROMPT_ROWS = (64, 128, 256, 512, 1024)     # int8 tile heights timed for a prompt
 TILES_MARGIN = 1.05                              # how much faster tiles must be than BLAS's threads to be chosen
+ATTENTION_REPEATS = 3                            # q/k/v products and attentions, both shapes, per pass
 RECHECK_PASSES = 3                               # passes of the float32 decode candidates again, at the end
 STEADY = 0.10         # how far the re-checked ceiling may move from the first before the machine counts as changing
 
@@ -123,18 +124,19 @@ def measure(threads, nbytes=None):
     # the way just chosen, as in a model: after a product on BLAS's threads, OpenBLAS's idle workers spin
     # for a while on the other cores, and minineo's threads would compete with them (on the busy 2-core
     # Xeon the rows of a training step's exp, shared that way, gained nothing; with the workers made to
-    # sleep at once, OPENBLAS_THREAD_TIMEOUT=4, they gained 10% of the head). Ten of each per pass.
+    # sleep at once, OPENBLAS_THREAD_TIMEOUT=4, they gained 10% of the head). The product is 125M's
+    # q/k/v for both (2.7B's would take seconds: any product on BLAS's threads leaves them spinning).
     prefill_way = max(gflops, key=gflops.get)
-    shapes = [(np.ones((1, h, PROMPT_ROWS, hd), np.float32), TiledWeight(np.ones((3 * h * hd, h * hd), np.float32)),
-               np.ones((PROMPT_ROWS, h * hd), np.float32)) for h, hd in ((12, 64), (20, 128))]
+    qkv, small_prompt = TiledWeight(np.ones((3 * 768, 768), np.float32)), np.ones((PROMPT_ROWS, 768), np.float32)
+    heads = [np.ones((1, h, PROMPT_ROWS, hd), np.float32) for h, hd in ((12, 64), (20, 128))]
     idx, real = np.arange(PROMPT_ROWS), np.ones((1, PROMPT_ROWS), bool)
     ways = {way: dataclasses.replace(best_tiles, prefill=prefill_way, prompt_attention=way)
             for way in (("one", "heads") if threads > 1 else ("one",))}
 
     def attention_pass(choices):
-        for _ in range(10):
-            for q, qkv, x in shapes:
-                qkv.matmul_t(x, choices)
+        for _ in range(ATTENTION_REPEATS):
+            for q in heads:
+                qkv.matmul_t(small_prompt, choices)
                 banded_attention(q, q, q, idx, idx, real, choices=choices)
     attention_s = timed_passes({way: (c,) for way, c in ways.items()}, attention_pass)
     # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
@@ -161,7 +163,7 @@ def measure(threads, nbytes=None):
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
                 "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
-                "prompt_qkv_and_attention_ms": {way: 1000 * t / 10 for way, t in attention_s.items()},
+                "prompt_qkv_and_attention_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in attention_s.items()},
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured

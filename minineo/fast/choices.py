@@ -96,6 +96,11 @@ def current():  # -> the Choices for the present thread count (measured on first
     return choices
 
 
+def known():  # -> the Choices in use for the present thread count, never measuring: the defaults (and
+    # what MININEO_CHOICES forces) until a product has chosen (attention follows its q/k/v products)
+    return _chosen.get(get_threads()) or dataclasses.replace(Choices(), **forced_choices())
+
+
 def forget():  # after MININEO_CHOICES or the cache changed: choose again on the next product
     _chosen.clear()
 
