@@ -5,8 +5,9 @@ than the last-level cache together (at least twice the L3, at most 1.5 GiB), eac
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
 are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
-with 128 rows of x (int8 prompts for each height of tile); and from what size a product pays for
-the threads, over rows of those matrices. Values do not matter for speed, so the matrices are ones.
+with 128 rows of x (int8 prompts for each height of tile); from what size a product pays for the
+threads, over rows of those matrices; and a 128-token prompt's attention on one thread or with its
+heads shared. Values do not matter for speed, so the matrices are ones.
 
 A neighbour can only slow a candidate down, never speed it up, so:
 - candidates take turns pass by pass (each pass in a new order), and each keeps its best pass: a

@@ -131,7 +131,7 @@ def measure_again(threads, now=None):  # -> why the kept choices must be measure
     entry = read_entry(threads)
     if "blas" in entry and entry["blas"] != blas_kernel():
         return f"the BLAS kernel changed (measured with {entry.get('blas')}, now {blas_kernel()})"
-    load = entry.get("measured", {}).get("load")
+    load = (entry.get("measured") or {}).get("load")
     if load is not None and not load.get("under_load"):
         return None
     now, tries = time.time() if now is None else now, entry.get("tries", 0)
