@@ -10,11 +10,11 @@
 from .errors import MinineoError
 from .fast.threads import set_threads
 from .model import GPTNeo, gpt_neo
-from .text.generate import generate, generate_ids, stream_text
-from .text.perplexity import score_tokens, text_perplexity
+from .text.generation import generate, generate_ids, stream_text
+from .text.sliding_window import score_tokens, text_perplexity
 from .text.pipeline import pipeline
 from .weights import load
-from .weights.config import PRESETS, Config
+from .model.config import PRESETS, Config
 
 __all__ = ["Config", "GPTNeo", "MinineoError", "PRESETS", "generate", "generate_ids", "gpt_neo", "load",
            "pipeline", "score_tokens", "set_threads", "stream_text", "text_perplexity"]

@@ -1,4 +1,5 @@
 """`python -m minineo "prompt"`: see minineo/commands/generate.py."""
 from .commands.generate import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,5 +1,5 @@
 """python -m minineo.perplexity FILE: see minineo/commands/perplexity.py. (The function is
-minineo.text_perplexity, in minineo/text/perplexity.py.)"""
+minineo.text_perplexity, in minineo/text/sliding_window.py.)"""
 from .commands.perplexity import main
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import numpy as np
 import minineo
 from minineo.commands.generate import CLI_TEMPERATURE
 from minineo.model.attention import softmax
-from minineo.text.generate import Settings
-from minineo.text.perplexity import score_tokens, windows
+from minineo.text.settings import Settings
+from minineo.text.sliding_window import score_tokens, windows
 from minineo.text.sampling import process_logits
 
 REPO = Path(__file__).resolve().parent.parent

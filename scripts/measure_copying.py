@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 import minineo
-from minineo.text.perplexity import token_nll
+from minineo.text.sliding_window import token_nll
 
 MODEL = "neo-copying"
 N_SEQUENCES = 32

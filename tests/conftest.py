@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minineo.weights.config import Config
+from minineo.model.config import Config
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from minineo.weights.tokenizer import GPT2_BPE

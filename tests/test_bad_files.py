@@ -19,7 +19,7 @@ import pytest
 
 import minineo
 from minineo.errors import MinineoError
-from minineo.weights.quantize import quantize_checkpoint
+from minineo.weights.int8_copy import quantize_checkpoint
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from conftest import rewrite_tensors, tiny_config

@@ -13,8 +13,8 @@ import pytest
 import minineo
 from minineo.commands import quantize as quantize_command
 from minineo.errors import MinineoError
-from minineo.text.perplexity import score_tokens
-from minineo.weights import quantize as quantize_module
+from minineo.text.sliding_window import score_tokens
+from minineo.weights import int8_copy as quantize_module
 from conftest import rewrite_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_api_refuses_what_it_would_otherwise_get_wrong(model, call, message):
 
 
 def test_generate_steps_refuses_a_mask_of_another_width(model):
-    from minineo.text.generate import generate_steps
+    from minineo.text.generation import generate_steps
     with pytest.raises(MinineoError, match=r"attention_mask: expected shape \[1, 3\] \(that of ids\), got \[1, 2\]"):
         generate_steps(model, np.array([[1, 2, 3]]), np.array([[1, 1]]))
 
@@ -225,7 +225,7 @@ def test_ctrl_c_prints_what_was_generated(checkpoint, monkeypatch, capsys, strea
 
 
 def _pieces_args(checkpoint):   # what the command hands detokenize for 8 greedy tokens after "Hello"
-    from minineo.text.generate import batch_prompts, generate_steps
+    from minineo.text.generation import batch_prompts, generate_steps
     model = minineo.load(checkpoint)
     ids, mask = batch_prompts([model.tokenizer.encode("Hello")], model.config.eos_token_id)
     steps = generate_steps(model, ids, mask, max_new_tokens=8)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 
 import minineo
-from minineo.text.perplexity import score_tokens, token_nll
+from minineo.text.sliding_window import score_tokens, token_nll
 from minineo.weights.hub import BUNDLED
 
 from conftest import load_script

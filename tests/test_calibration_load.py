@@ -1,5 +1,5 @@
 """A calibration taken beside a busy neighbour is kept marked as such, and a later run on a quiet machine
-measures again and ends with the quiet choices (minineo/fast/choices.py, calibrate.py).
+measures again and ends with the quiet choices (minineo/fast/choices.py, measure.py).
 
 The choices themselves are decided from made-up timings and made-up load readings, so which one wins is
 known; one real run beside a process spinning on a core checks that the load is seen and recorded."""
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from minineo.commands import calibrate as command
-from minineo.fast import calibrate, choices, cpu, threads
+from minineo.fast import choices, cpu, threads
+from minineo.fast import measure as calibrate
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minineo.course import exercises as course
 from minineo.course.checker import check
 from minineo.course.exercises import EXERCISES
 
@@ -97,16 +96,16 @@ PLANTED = [
     ("merge_heads", "def merge_heads(x):\n    B, H, T, hd = x.shape\n    return x.reshape(B, T, H * hd)", "without the transpose"),
     ("merge_heads", "def merge_heads(x):\n    return x.transpose(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)",
      "interleaves"),
-    ("self_attention", "def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None):\n"
-                       "    q, k, v = (split_heads(linear(x, **p), n_head) for p in (q_proj, k_proj, v_proj))\n"
-                       "    k_idx = q_idx\n    if cache is not None:\n        k, v, k_idx = cache.update(k, v)\n"
-                       "    mask = causal_mask(q_idx, k_idx, window) & real[:, None, None, k_idx]\n"
+    ("self_attention", "def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):\n"
+                       "    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))\n"
+                       "    k_idx = at.q_idx\n    if at.cache is not None:\n        k, v, k_idx = at.cache.update(k, v)\n"
+                       "    mask = causal_mask(at.q_idx, k_idx, at.window) & at.real[:, None, None, k_idx]\n"
                        "    return linear(merge_heads(attention(q / math.sqrt(q.shape[-1]), k, v, mask)), **out_proj)",
      "1/sqrt(head size)"),
-    ("self_attention", "def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None):\n"
-                       "    q, k, v = (split_heads(linear(x, **p), n_head) for p in (q_proj, k_proj, v_proj))\n"
-                       "    k_idx = q_idx\n    if cache is not None:\n        k, v, k_idx = cache.update(k, v)\n"
-                       "    return linear(merge_heads(attention(q, k, v, causal_mask(q_idx, k_idx, window))), **out_proj)",
+    ("self_attention", "def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):\n"
+                       "    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))\n"
+                       "    k_idx = at.q_idx\n    if at.cache is not None:\n        k, v, k_idx = at.cache.update(k, v)\n"
+                       "    return linear(merge_heads(attention(q, k, v, causal_mask(at.q_idx, k_idx, at.window))), **out_proj)",
      "ignores the padding"),
     ("gelu_new", "def gelu_new(x):\n    return np.array([0.5 * a * (1 + math.erf(a / math.sqrt(2))) for a in x.ravel()],"
                  " np.float32).reshape(x.shape)", "exact GELU"),
@@ -115,12 +114,12 @@ PLANTED = [
     ("feed_forward", "def feed_forward(x, c_fc, c_proj):\n    h = x @ c_fc['w'].T\n"
                      "    h = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))\n"
                      "    return h @ c_proj['w'].T", "leaves out the biases"),
-    ("block", "def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None):\n"
-              "    x = layer_norm(x + self_attention(x, **attn, n_head=n_head, window=window, q_idx=q_idx, real=real,"
-              " cache=cache), **ln_1, eps=eps)\n    return layer_norm(x + feed_forward(x, **mlp), **ln_2, eps=eps)", "post-norm"),
-    ("block", "def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None):\n"
-              "    x = self_attention(layer_norm(x, **ln_1, eps=eps), **attn, n_head=n_head, window=window, q_idx=q_idx,"
-              " real=real, cache=cache)\n    return feed_forward(layer_norm(x, **ln_2, eps=eps), **mlp)", "residual connections"),
+    ("block", "def block(x, ln_1, attn, ln_2, mlp, at):\n"
+              "    x = layer_norm(x + self_attention(x, **attn, at=at), **ln_1, eps=at.eps)\n"
+              "    return layer_norm(x + feed_forward(x, **mlp), **ln_2, eps=at.eps)", "post-norm"),
+    ("block", "def block(x, ln_1, attn, ln_2, mlp, at):\n"
+              "    x = self_attention(layer_norm(x, **ln_1, eps=at.eps), **attn, at=at)\n"
+              "    return feed_forward(layer_norm(x, **ln_2, eps=at.eps), **mlp)", "residual connections"),
     ("GlobalCache", "class GlobalCache:\n    def update(self, k, v):\n        return k, v, np.arange(k.shape[2])", "newest key's index"),
     ("GlobalCache", "class GlobalCache:\n    n = 0\n    def update(self, k, v):\n        self.n += k.shape[2]\n"
                     "        return k, v, np.arange(self.n - k.shape[2], self.n)", "forgets the earlier keys"),
@@ -254,7 +253,7 @@ def test_in_model_moves_the_loss_for_a_wrong_function_only(tmp_path):
     exercise = EXERCISES["layer_norm"]
     same = "\n".join(in_model(exercise, OTHER_LAYER_NORM))
     assert "changes the held-out loss by +0.0000 nats per token (the same loss)" in same
-    wrong = course.LAYER_NORM.mistakes[1].fn   # epsilon outside the square root
+    wrong = EXERCISES["layer_norm"].mistakes[1].fn   # epsilon outside the square root
     moved = "\n".join(in_model(exercise, wrong))
     print(same, moved, sep="\n")
     change = float(moved.split("changes the held-out loss by ")[1].split()[0])
@@ -296,9 +295,10 @@ def test_the_stubs_have_the_references_signatures(name):
     stub, reference = getattr(neo_exercises, name), EXERCISES[name].reference
     if inspect.isclass(reference):
         stub, reference = stub.update, reference.update
-    # the same parameters, kinds and defaults; `attend` (how the model passes in its attention) defaults
-    # to minineo's own function there, which a stub cannot name without giving the answer away
+    # the same parameters, kinds and defaults, but for the reference's `hook` (the model's hook points,
+    # minineo/model/hooks.py), which the exercises leave out and the model drops for a student's function
     ours, theirs = inspect.signature(stub).parameters, inspect.signature(reference).parameters
+    theirs = {n: p for n, p in theirs.items() if n != "hook"}
     assert [(p.name, p.kind) for p in ours.values()] == [(p.name, p.kind) for p in theirs.values()]
-    assert all(ours[n].default == theirs[n].default for n in ours if n != "attend")
+    assert all(ours[n].default == theirs[n].default for n in ours)
     assert check(EXERCISES[name], getattr(neo_exercises, name)).status == "not written"

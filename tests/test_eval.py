@@ -130,7 +130,7 @@ def test_card_lists_ten_columns_and_runs_what_it_can(tmp_path, capsys, monkeypat
 def test_card_table_prints_the_cards_numbers_for_a_released_shape():
     from minineo.commands.evaluate import card_table
     from minineo.text.tasks import released_name
-    from minineo.weights.config import Config
+    from minineo.model.config import Config
     config = Config(vocab_size=50257, hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192,
                     window_size=256, attention_layers=("global", "local") * 12, max_position_embeddings=2048)
     name = released_name(config)
@@ -170,6 +170,10 @@ def test_bad_data_is_one_clear_error(tmp_path, content, message):
     (["--task", "lambada", "--data", "WRONG_FIELD"], 'line 1: expected a JSON object with a "text" field', 1),
     (["--task", "lambada", "--data", "EMPTY"], "no documents to evaluate", 1),
     (["--task", "lambada", "--data", "CORRUPT.gz"], "CORRUPT.gz: cannot be read as gzip-compressed", 1),
+    (["--task", "wikitext", "--data", "DEFLATE.jsonl.gz"], "DEFLATE.jsonl.gz: cannot be read as gzip-compressed UTF-8 "
+                                                           "JSON lines (Error -3 while decompressing data", 1),
+    (["--task", "wikitext", "--data", "TEXT.jsonl.gz"], "TEXT.jsonl.gz: cannot be read as gzip-compressed UTF-8 "
+                                                        "JSON lines (Not a gzipped file", 1),
     (["--task", "pile"], "pass the Pile's test split as JSON lines with --data", 1),
     (["--tasks", "piqa", "--data", "x.jsonl"], "--data x.jsonl: name the task it is for", 1),
     (["--tasks", "choices_local", "--data", "mmlu=x.jsonl"], "--data mmlu=x.jsonl: local data is read for", 1),
@@ -183,6 +187,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, message, c
     (tmp_path / "WRONG_FIELD").write_text('{"page": "x"}\n')
     (tmp_path / "EMPTY").write_text("")
     (tmp_path / "CORRUPT.gz").write_bytes(gzip.compress(b'{"text": "a b"}\n' * 50)[:-30])   # cut short
+    # gzip's header, then bytes that are not deflate data: zlib.error, which used to escape as a traceback
+    (tmp_path / "DEFLATE.jsonl.gz").write_bytes(gzip.compress(b'{"page": "a b"}\n')[:10] + b"\xff" * 40)
+    (tmp_path / "TEXT.jsonl.gz").write_text('{"page": "a b"}\n')   # not compressed at all
     monkeypatch.chdir(tmp_path)
     try:
         got = main(argv)

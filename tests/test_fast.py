@@ -245,7 +245,7 @@ def test_fast_load_keeps_freed_memory_in_the_process():
 
 def measure_with_made_up_seconds(monkeypatch, seconds):  # -> calibrate.measure with 2 threads
     # Each candidate's timing is replaced by seconds(label), so that which one wins is known.
-    from minineo.fast import calibrate
+    from minineo.fast import measure as calibrate
     monkeypatch.setattr(calibrate, "timed_passes",
                         lambda candidates, one_pass, passes=calibrate.PASSES: {c: seconds(c) for c in candidates})
     threads.set_threads(2)
@@ -257,7 +257,7 @@ def measure_with_made_up_seconds(monkeypatch, seconds):  # -> calibrate.measure 
 
 def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The measurement must keep exactly the made-up winners (and the best fp32 speed as the ceiling).
-    from minineo.fast import calibrate
+    from minineo.fast import measure as calibrate
     fastest = {"tiles dot x16": 1.0, "int16 1024 KiB": 1.0, "tiles": 1.0, 512: 1.0}   # every other one takes 2 s
     chosen, measured = measure_with_made_up_seconds(monkeypatch, lambda label: fastest.get(label, 2.0))
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
@@ -274,7 +274,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     (set(), 1 << 62),                                      # threads never won: one thread always
 ])
 def test_threads_are_used_from_the_least_size_that_wins_at_every_larger_one(monkeypatch, threads_win_at, chosen):
-    from minineo.fast import calibrate
+    from minineo.fast import measure as calibrate
 
     def made_up(candidates, one_pass, passes=calibrate.PASSES):   # threads take 1 s where they win, else 3
         return {(size, mode): 2.0 if mode == "1 thread" else 1.0 if size in threads_win_at else 3.0

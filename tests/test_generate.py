@@ -9,7 +9,7 @@ import pytest
 
 import minineo
 from minineo.errors import MinineoError
-from minineo.text.generate import batch_prompts, cut_after_eos, generate_ids, generate_steps, stream_text
+from minineo.text.generation import batch_prompts, cut_after_eos, generate_ids, generate_steps, stream_text
 from conftest import hf_model, text_checkpoint
 
 EOS = 299   # the tiny configs' eos_token_id, inside their 300-token vocabulary

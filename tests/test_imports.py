@@ -89,7 +89,7 @@ def test_the_cycle_finder_finds_a_cycle():   # so that the test above can fail
 
 def test_the_graph_sees_relative_and_lazy_imports():
     edges = graph()
-    assert "minineo.errors" in edges["minineo.model.gpt_neo"]          # from ..errors import
+    assert "minineo.errors" in edges["minineo.model.checks"]           # from ..errors import
     assert "minineo.text.distributed" in edges["minineo.text.harness"]    # an import inside a function
     assert "minineo.model.gpt_neo" in edges["minineo.model"]           # a package's __init__
 
@@ -129,3 +129,51 @@ def test_our_checks_raise_minineo_errors():
              if isinstance(node, ast.Raise) and node.exc is not None
              for name in [getattr(getattr(node.exc, "func", node.exc), "id", None)] if name in BUILTIN_ERRORS]
     assert not found, "\n".join(found)
+
+
+# Who may import whom: a module imports only from its own level or a lower one. The entry points
+# (the package root, which re-exports, and the `python -m` shims) sit above everything.
+LEVELS = [("errors",), ("model",), ("fast",), ("weights",), ("text", "train"), ("interpret",), ("course",),
+          ("commands",)]
+
+
+def is_shim(path):  # a docstring, `from ...commands.X import main`, and `raise SystemExit(main())` under __main__
+    body = ast.parse(path.read_text()).body
+    return (len(body) == 3 and isinstance(body[0], ast.Expr) and isinstance(body[1], ast.ImportFrom)
+            and (body[1].module or "").startswith("commands.") and [a.name for a in body[1].names] == ["main"]
+            and isinstance(body[2], ast.If) and "SystemExit(main())" in ast.unparse(body[2]))
+
+
+def level(module, path=None):  # "minineo.text.generation" -> 4; None for an entry point
+    if module == "minineo" or (path is not None and is_shim(path)):
+        return None
+    return next(i for i, names in enumerate(LEVELS) if module.split(".")[1] in names)
+
+
+def upward_imports(edges, paths):
+    def name(m):
+        return "an entry point" if level(m, paths.get(m)) is None else LEVELS[level(m, paths.get(m))][0]
+    return [f"{a} ({name(a)}) imports {b} ({name(b)}), line {line}"
+            for a, targets in edges.items() if level(a, paths.get(a)) is not None
+            for b, line in targets.items() if level(b, paths.get(b)) is None
+            or level(b, paths.get(b)) > level(a, paths.get(a))
+            or (level(b, paths.get(b)) == level(a, paths.get(a)) and a.split(".")[1] != b.split(".")[1])]
+
+
+def test_imports_only_point_down():
+    found = upward_imports(graph(), modules())
+    assert not found, "imports that point up (see LEVELS):\n" + "\n".join(found)
+
+
+def test_every_python_m_spelling_is_a_shim():   # so that a shim cannot carry a command's code past the test above
+    known = modules()
+    shims = {name for name, path in known.items() if is_shim(path)}
+    spellings = {name for name, path in known.items() if name.endswith("__main__") or
+                 (path.parent == PACKAGE and path.stem not in ("__init__", "errors"))} | {"minineo.train.bench"}
+    assert spellings == shims, f"not shims: {sorted(spellings - shims)}; shims elsewhere: {sorted(shims - spellings)}"
+
+
+def test_an_upward_import_is_found():   # so that the test above can fail
+    edges = {"minineo.model.block": {"minineo.fast.tiled": 3}, "minineo.text.generation": {"minineo.train.loop": 9},
+             "minineo.fast.tiled": {"minineo.model.linear": 1}, "minineo.course.checker": {"minineo": 2}}
+    assert len(upward_imports(edges, {})) == 3, upward_imports(edges, {})

@@ -13,11 +13,11 @@ import pytest
 import minineo
 from minineo.errors import MinineoError
 from minineo.weights.hub import BUNDLED
-from minineo.text.perplexity import score_tokens, windows
+from minineo.text.sliding_window import score_tokens, windows
 from conftest import hf_model, text_checkpoint
 
 # The package's `perplexity` attribute is the function; this is the module behind it.
-from minineo.text import perplexity as perplexity_module
+from minineo.text import sliding_window as perplexity_module
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 HELDOUT = BUNDLED.parent / "neo-shakespeare-heldout.txt"

@@ -12,14 +12,14 @@ import minineo
 from minineo.errors import MinineoError
 from minineo.fast.int8 import Int8Weight
 from minineo.commands.quantize import main
-from minineo.weights.quantize import MARKER, quantize_checkpoint
+from minineo.weights.int8_copy import MARKER, quantize_checkpoint
 from minineo.weights.random_checkpoint import write_random_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 from conftest import assert_close, random_ids, tiny_config
 
 # int8 against float32, as max abs logit difference / max abs float32 logit. Measured on random
 # checkpoints (5 seeds each): 0.85-1.2% for tiny_config (4 layers, d = 48), 1.4-1.6% for 6 layers
-# with d = 128; see the benchmark's README section for the released shapes.
+# with d = 128; see docs/performance.md for the released shapes.
 INT8_RELATIVE_TOLERANCE = 0.03
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from minineo.errors import MinineoError
 from minineo.text import sampling
+from minineo.text import settings as settings_module
 
 SEEDS = [0, 1, 2, 3]
 BATCH, VOCAB = 4, 1000
@@ -219,10 +220,10 @@ def test_defaults_match_generate_defaults(lp, seed):
 
     defaults = GenerationConfig._get_default_generation_params()
     ours = {
-        "temperature": sampling.DEFAULT_TEMPERATURE,
-        "top_k": sampling.DEFAULT_TOP_K,
-        "top_p": sampling.DEFAULT_TOP_P,
-        "repetition_penalty": sampling.DEFAULT_REPETITION_PENALTY,
+        "temperature": settings_module.DEFAULT_TEMPERATURE,
+        "top_k": settings_module.DEFAULT_TOP_K,
+        "top_p": settings_module.DEFAULT_TOP_P,
+        "repetition_penalty": settings_module.DEFAULT_REPETITION_PENALTY,
     }
     assert ours == {name: defaults[name] for name in ours}, f"transformers defaults: {defaults}"
     assert defaults["do_sample"] is False
@@ -355,23 +356,23 @@ def test_validation_rejects_bad_settings(setting, value):
     settings = dict(do_sample=True, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0)
     settings[setting] = value
     with pytest.raises(ValueError, match=f"^{setting} must be") as error:
-        sampling.validate_sampling_settings(**settings)
+        settings_module.validate_sampling_settings(**settings)
     assert "\n" not in str(error.value)
 
 
 def test_validation_accepts_edge_settings():
-    sampling.validate_sampling_settings(do_sample=True, temperature=1e-6, top_k=0, top_p=1.0, repetition_penalty=1e-3,
+    settings_module.validate_sampling_settings(do_sample=True, temperature=1e-6, top_k=0, top_p=1.0, repetition_penalty=1e-3,
                                         min_new_tokens=0)
-    sampling.validate_sampling_settings(
+    settings_module.validate_sampling_settings(
         do_sample=True, temperature=np.float32(0.5), top_k=np.int64(10), top_p=1e-9, repetition_penalty=2, min_new_tokens=5
     )
 
 
 def test_greedy_warns_once_about_sampling_settings_it_ignores():
     with pytest.warns(UserWarning, match="do_sample is False .*temperature=0.7, top_p=0.9 has no effect"):
-        sampling.validate_sampling_settings(do_sample=False, temperature=0.7, top_k=50, top_p=0.9,
+        settings_module.validate_sampling_settings(do_sample=False, temperature=0.7, top_k=50, top_p=0.9,
                                             repetition_penalty=1.0, min_new_tokens=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # the defaults are no news
-        sampling.validate_sampling_settings(do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
+        settings_module.validate_sampling_settings(do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
                                             repetition_penalty=1.0, min_new_tokens=0)

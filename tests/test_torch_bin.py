@@ -190,7 +190,7 @@ def test_logits_match_transformers(tmp_path, dtype, sharded):
 
 
 def test_quantize_takes_a_bin_source(tmp_path):
-    from minineo.weights.quantize import quantize_checkpoint
+    from minineo.weights.int8_copy import quantize_checkpoint
     model_dir(tmp_path / "src")
     quantize_checkpoint(tmp_path / "src", tmp_path / "int8")
     ids = np.random.default_rng(0).integers(0, 300, (2, 11))

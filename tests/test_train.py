@@ -7,7 +7,7 @@ import pytest
 import minineo
 from conftest import hf_model, tiny_config
 from minineo.model.attention import MASKED, attention, causal_mask, softmax
-from minineo.model.block import block
+from minineo.model.block import Layer, block
 from minineo.model.embedding import embed, lm_head
 from minineo.model.layer_norm import layer_norm
 from minineo.model.linear import linear
@@ -222,7 +222,7 @@ def test_block_forward_is_the_models_block():
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     for window in (None, 2):
         ours, _ = bw.block_forward(x, **layer, n_head=H, eps=1e-5, mask=causal_mask(np.arange(T), np.arange(T), window))
-        ref = block(x, **layer, n_head=H, eps=1e-5, window=window, q_idx=np.arange(T), real=np.ones((B, T), bool))
+        ref = block(x, **layer, at=Layer(n_head=H, eps=1e-5, window=window, q_idx=np.arange(T), real=np.ones((B, T), bool)))
         print(f"window {window}: max abs difference {np.abs(ours - ref).max():.3g}")
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
 

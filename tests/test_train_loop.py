@@ -17,7 +17,7 @@ from minineo.commands.train import main
 from minineo.errors import MinineoError
 from minineo.train.grads import hub_named
 from minineo.train.loop import STATE, Settings, model_config, new_model, read_checkpoint, step_grads, train
-from minineo.train import bench
+from minineo.commands import train_bench as bench
 from minineo.train.optim import AdamW, clip_by_global_norm, learning_rate
 from minineo.weights.tokenizer import GPT2_BPE, Tokenizer
 

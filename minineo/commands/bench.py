@@ -34,7 +34,7 @@ from ..errors import MinineoError
 from ..fast import choices as chosen
 from ..fast.cpu import cache_bytes
 from ..fast.threads import OPENBLAS_SETTINGS
-from ..weights.config import PRESETS, Config
+from ..model.config import PRESETS, Config
 from .common import Parser, run_command
 from .measure_configuration import PREFILL_REPEATS, SEED
 
@@ -52,7 +52,7 @@ def default_cache_dir():
 
 def checkpoint(shape, dtype, cache_dir):
     """The directory of the random checkpoint of this shape and dtype, written on first use."""
-    from ..weights.quantize import quantize_checkpoint
+    from ..weights.int8_copy import quantize_checkpoint
     from ..weights.random_checkpoint import write_random_checkpoint
 
     directory = Path(cache_dir) / f"{shape}-{dtype}"

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 
 from ..fast import choices as chosen
-from ..fast.calibrate import measure
+from ..fast.measure import measure
 from ..fast.cpu import describe
 from ..fast.threads import blas_kernel, physical_cores, set_threads
 from .common import Parser, positive_int, run_command

@@ -7,23 +7,17 @@
 Exit 0 when every function checked matches, 1 when one does not (or is not written yet), 2 for a
 mistake in the command itself (an unknown exercise, a missing file or function, a file that does not import).
 """
-import sys
-
 from ..course.checker import check
 from ..course.exercises import EXERCISES, LESSONS
-from ..course.student import UsageError, exercise_named, function_in, load_file
-from .common import FAILURE, USAGE, Parser, run_command
+from ..course.student import exercise_named, function_in, load_file
+from .common import FAILURE, Parser, run_command
 
 
 def run(args):
-    try:
-        exercises = list(EXERCISES.values()) if args.name == "all" else [exercise_named(args.name)]
-        module = load_file(args.file)
-        if args.name != "all":
-            function_in(module, args.file, args.name)
-    except UsageError as error:
-        print(f"minineo: error: {error}", file=sys.stderr)
-        return USAGE
+    exercises = list(EXERCISES.values()) if args.name == "all" else [exercise_named(args.name)]
+    module = load_file(args.file)   # a UsageError (exit 2) for a missing file or one that does not import
+    if args.name != "all":
+        function_in(module, args.file, args.name)
     if args.name == "all":
         return check_all(module, args.file, exercises)
     exercise = exercises[0]

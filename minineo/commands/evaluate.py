@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import socket
-import sys
 from pathlib import Path
 
 from ..errors import MinineoError
@@ -205,6 +204,3 @@ def main(argv=None):
     args = parser.parse_args(argv)
     return run_command(run, args)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

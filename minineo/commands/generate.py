@@ -12,7 +12,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import MinineoError, UsageError
-from ..text.generate import Settings, detokenize, generate_steps, prompt_batch
+from ..text.generation import detokenize, generate_steps, prompt_batch
+from ..text.settings import Settings
 from .common import Parser, add_model_flags, load_model, number, peak_memory, read_text, run_command
 
 # Unlike generate() (greedy, as transformers), the command samples by default, at llama.cpp's

@@ -54,7 +54,7 @@ class Minineo:
         return self.model.logits(h[:, -1]).argmax(-1)[:, None]
 
     def weight_bytes(self):  # bytes a decode step reads: every weight but the position table (one row)
-        from ..model.gpt_neo import named_weights
+        from ..model.checks import named_weights
         return sum(w.nbytes for name, w in named_weights(self.model.params) if name != "wpe")
 
     def versions(self):

@@ -2,7 +2,7 @@
 import time
 
 from ..errors import MinineoError
-from ..text.perplexity import score_tokens
+from ..text.sliding_window import score_tokens
 from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, read_text, run_command
 
 # Read at most this much text: a file that never ends (/dev/zero, a FIFO left open) must not fill the

@@ -1,5 +1,5 @@
 """python -m minineo.quantize SRC DST: write an int8 copy of a checkpoint (see minineo/weights/quantize.py)."""
-from ..weights.quantize import quantize_checkpoint
+from ..weights.int8_copy import quantize_checkpoint
 from .common import Parser, run_command
 
 

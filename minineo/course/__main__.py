@@ -1,4 +1,5 @@
 """python -m minineo.course setup DIR | pages OUT: see minineo/commands/course.py."""
 from ..commands.course import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -67,16 +67,15 @@ def merge_heads(x):  # [B, H, T, hd] -> [B, T, H * hd]
     raise NotImplementedError
 
 
-def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None,
-                   attend=None):  # [B, T, d] -> [B, T, d]
-    """Multi-head self-attention of a global (window None) or local layer. q_proj, k_proj, v_proj
-    (no bias) and out_proj (with bias) are weights. q_idx [T]: the new tokens' sequence indices.
-    real [B, N]: which sequence indices hold real tokens (False: left padding), N = all tokens so far.
-    cache: None, or a KV cache (lesson 5) whose cache.update(k, v) takes this call's keys and values
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):  # [B, T, d] -> [B, T, d]
+    """Multi-head self-attention of a global or local layer. q_proj, k_proj, v_proj (no bias) and
+    out_proj (with bias) are weights. `at` is the layer in this call (minineo.model.block.Layer):
+    at.n_head heads; at.window, None for a global layer; at.q_idx [T], the new tokens' sequence indices;
+    at.real [B, N], which sequence indices hold real tokens (False: left padding), N = all tokens so far;
+    at.cache, None or a KV cache (lesson 5) whose at.cache.update(k, v) takes this call's keys and values
     [B, H, T, hd] and returns every key and value the new queries may need, and their indices k_idx.
-    Use your own split_heads, causal_mask, attention and merge_heads. attend: ignore it (minineo's
-    model passes in how it computes the masked attention, to use a faster one when it has one).
-    Solution: minineo.model.attention.self_attention."""
+    Use your own split_heads, causal_mask, attention and merge_heads (at.attend and the hook points
+    at.attn(...) are for minineo's model: leave them out). Solution: minineo.model.attention.self_attention."""
     raise NotImplementedError
 
 
@@ -93,10 +92,10 @@ def feed_forward(x, c_fc, c_proj):  # [B, T, d] -> [B, T, d]
     raise NotImplementedError
 
 
-def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None, attend=None):  # [B, T, d] -> [B, T, d]
+def block(x, ln_1, attn, ln_2, mlp, at):  # [B, T, d] -> [B, T, d]
     """One transformer block: attention and the MLP, each with its layer norm (ln_1, ln_2: {"g", "b"};
-    attn: the four weights of self_attention; mlp: {"c_fc", "c_proj"}). The other arguments are
-    self_attention's (pass them on), and eps is the layer norms'. Solution: minineo.model.block.block."""
+    attn: the four weights of self_attention; mlp: {"c_fc", "c_proj"}). `at` is self_attention's (pass it
+    on), and at.eps is the layer norms' epsilon. Solution: minineo.model.block.block."""
     raise NotImplementedError
 
 

@@ -5,12 +5,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..errors import MinineoError
+from ..errors import UsageError   # how the checker was called (exit 2), not the student's function (exit 1)
 from .exercises import EXERCISES
-
-
-class UsageError(MinineoError):
-    """A mistake in how the checker was called (exit 2), not in the student's function (exit 1)."""
 
 
 def exercise_named(name):

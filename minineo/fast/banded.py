@@ -29,7 +29,8 @@ QUERY_BLOCK = 256
 
 def banded_attention(q, k, v, q_idx, k_idx, real, window=None, block=QUERY_BLOCK, choices=None):  # -> [B, H, T, hd]
     # The arguments of masked_attention: q [B, H, T, hd], k and v [B, H, S, hd], q_idx [T], k_idx [S]
-    # sorted, real [B, N].
+    # sorted, real [B, N]. No hook points: no block sees a whole pattern, so a hooked run attends with
+    # masked_attention instead (GPTNeo.forward).
     out = np.empty_like(q)
     shared = get_threads() > 1 and len(q_idx) >= PREFILL_ROWS and (choices or known()).prompt_attention == "heads"
     threads = get_threads() if shared else 1

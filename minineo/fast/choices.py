@@ -33,7 +33,7 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
 A measurement is only as good as the machine was quiet: on a 2-core AMD EPYC, one taken while pip
 used a core chose tiles and one thread where the quiet machine chose BLAS and two, and made int8
 decode 2x slower. So the file keeps, with each thread count's choices, when they were measured,
-with which BLAS kernel, and how busy other programs kept the CPUs meanwhile (calibrate.py). A run
+with which BLAS kernel, and how busy other programs kept the CPUs meanwhile (measure.py). A run
 measures again, in place of using the kept choices:
 - when the BLAS kernel is not the one they were measured with (another NumPy, or OPENBLAS_CORETYPE);
 - when they were measured under load (or by a minineo that did not record the load), at least

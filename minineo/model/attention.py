@@ -6,6 +6,7 @@ these indices, and `real` [B, N] says which indices hold real tokens rather than
 """
 import numpy as np
 
+from .hooks import NO_HOOK
 from .linear import linear
 
 # Masked scores become the most negative float32, not -inf, exactly as GPT-Neo's reference code does.
@@ -24,19 +25,18 @@ def causal_mask(q_idx, k_idx, window=None):  # [T], [S] -> [T, S] bool
     return visible if window is None else visible & (offset < window)
 
 
-def attention(q, k, v, mask):  # [B, H, T, hd], [B, H, S, hd], [B, H, S, hd], [B, 1, T, S] -> [B, H, T, hd]
+def attention(q, k, v, mask, hook=NO_HOOK):  # [B, H, T, hd], [B, H, S, hd], [B, H, S, hd], [B, 1, T, S] -> [B, H, T, hd]
     # No 1/sqrt(hd) scaling: GPT-Neo's training folded it into the query weights, so the released
     # weights expect raw dot products.
-    scores = q @ k.swapaxes(-1, -2)
-    scores = np.where(mask, scores, MASKED)
-    return softmax(scores) @ v
+    scores = hook("hook_attn_scores", np.where(mask, q @ k.swapaxes(-1, -2), MASKED))   # [B, H, T, S]
+    return hook("hook_pattern", softmax(scores)) @ v
 
 
-def masked_attention(q, k, v, q_idx, k_idx, real, window=None):  # -> [B, H, T, hd]
+def masked_attention(q, k, v, q_idx, k_idx, real, window=None, hook=NO_HOOK):  # -> [B, H, T, hd]
     # Every query against every key, as the textbook draws it: a key counts if the query may see it
     # (causal, within the window) and it is a real token, not padding. q_idx [T], k_idx [S], real [B, N].
     mask = causal_mask(q_idx, k_idx, window) & real[:, None, None, k_idx]   # [T, S] & [B, 1, 1, S] -> [B, 1, T, S]
-    return attention(q, k, v, mask)
+    return attention(q, k, v, mask, **hook)
 
 
 def split_heads(x, n_head):  # [B, T, n_head * hd] -> [B, n_head, T, hd]
@@ -49,16 +49,15 @@ def merge_heads(x):  # [B, H, T, hd] -> [B, T, H * hd]
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
 
 
-def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None,
-                   attend=masked_attention):
-    # [B, T, d] -> [B, T, d]. Each projection makes all heads at once: [B, T, d] split into n_head heads.
-    # attend: masked_attention, or a faster function of the same arguments that gives the same numbers
-    # (minineo.fast.banded, which a fast load passes in).
-    q = split_heads(linear(x, **q_proj), n_head)   # [B, H, T, hd]
-    k = split_heads(linear(x, **k_proj), n_head)
-    v = split_heads(linear(x, **v_proj), n_head)
-    k_idx = q_idx
-    if cache is not None:   # prepend the keys and values of earlier tokens, and remember these
-        k, v, k_idx = cache.update(k, v)
-    heads = attend(q, k, v, q_idx, k_idx, real, window)
-    return linear(merge_heads(heads), **out_proj)
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):  # [B, T, d] -> [B, T, d]
+    # Each projection makes all heads at once: [B, T, d] split into at.n_head heads. `at` is this layer
+    # in this call (minineo.model.block.Layer): its window, the tokens' indices, padding, KV cache,
+    # how attention is computed, and the hook points.
+    q = at.attn("hook_q", split_heads(linear(x, **q_proj), at.n_head))   # [B, H, T, hd]
+    k = at.attn("hook_k", split_heads(linear(x, **k_proj), at.n_head))
+    v = at.attn("hook_v", split_heads(linear(x, **v_proj), at.n_head))
+    k_idx = at.q_idx
+    if at.cache is not None:   # prepend the keys and values of earlier tokens, and remember these
+        k, v, k_idx = at.cache.update(k, v)
+    z = at.attend(q, k, v, at.q_idx, k_idx, at.real, at.window, **at.attn)
+    return linear(merge_heads(at.attn("hook_z", z)), **out_proj)

@@ -1,8 +1,9 @@
+from .hooks import NO_HOOK
 from .linear import linear
 
 
-def embed(ids, positions, wte, wpe):  # [B, T], [B, T] -> [B, T, d]
-    return wte[ids] + wpe[positions]
+def embed(ids, positions, wte, wpe, hook=NO_HOOK):  # [B, T], [B, T] -> [B, T, d]
+    return hook("hook_embed", wte[ids]) + hook("hook_pos_embed", wpe[positions])
 
 
 def lm_head(h, wte):  # [..., d] -> [..., V]

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 
+from .hooks import NO_HOOK
 from .linear import linear
 
 
@@ -11,5 +12,6 @@ def gelu_new(x):  # [...] -> [...]
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))))
 
 
-def feed_forward(x, c_fc, c_proj):  # [B, T, d] -> [B, T, d]; the MLP of each block
-    return linear(gelu_new(linear(x, **c_fc)), **c_proj)   # d -> inner (4d) -> d
+def feed_forward(x, c_fc, c_proj, hook=NO_HOOK):  # [B, T, d] -> [B, T, d]; the MLP of each block
+    pre = hook("hook_pre", linear(x, **c_fc))        # d -> inner (4d)
+    return linear(hook("hook_post", gelu_new(pre)), **c_proj)   # inner -> d

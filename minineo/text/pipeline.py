@@ -5,7 +5,7 @@
     # -> [{'generated_text': 'EleutherAI has ...'}]   (the prompt included, as in transformers)
 """
 from ..errors import MinineoError
-from .generate import generate
+from .generation import generate
 from ..model import GPTNeo
 from ..weights import load
 

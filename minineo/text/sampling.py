@@ -6,49 +6,12 @@ Logits stay float32, as transformers casts the model's last-position logits to
 float32 before processing them.
 """
 
-import math
-import numbers
-import warnings
-
 import numpy as np
 
-from ..errors import MinineoError, is_int
+from ..errors import MinineoError
 from ..model.attention import softmax
-
-# generate()'s, the Python API's: transformers' GenerationConfig._get_default_generation_params()
-# (configuration_utils.py), so that code moved from transformers behaves the same. Its default
-# strategy is greedy (do_sample=False), as here; these values apply once do_sample=True. (The
-# command line and the pipeline sample at their own temperatures: commands/generate.py, text/pipeline.py.)
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_K = 50
-DEFAULT_TOP_P = 1.0
-DEFAULT_REPETITION_PENALTY = 1.0
-DEFAULT_MIN_NEW_TOKENS = 0  # transformers: None, which likewise adds no processor
-
-
-def validate_sampling_settings(do_sample, temperature, top_k, top_p, repetition_penalty, min_new_tokens):
-    # scalars -> None, or MinineoError naming the first bad setting. Called once per generate call
-    # (by its Settings), not per token: process_logits trusts what it is given.
-    if not isinstance(do_sample, bool):
-        raise MinineoError(f"do_sample must be True or False, got {do_sample!r}")
-    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):
-        raise MinineoError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if do_sample and temperature == 0:   # as transformers: temperature 0 is not a distribution
-        raise MinineoError("temperature must be > 0 when do_sample=True; for greedy decoding use do_sample=False")
-    if not is_int(top_k, 0):
-        raise MinineoError(f"top_k must be an integer >= 0 (0 = disabled), got {top_k!r}")
-    if not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
-        raise MinineoError(f"top_p must be in (0, 1] (1 = disabled), got {top_p!r}")
-    if not (isinstance(repetition_penalty, numbers.Real) and 0 < repetition_penalty < math.inf):
-        raise MinineoError(f"repetition_penalty must be a finite number > 0 (1 = disabled), got {repetition_penalty!r}")
-    if not is_int(min_new_tokens, 0):
-        raise MinineoError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-    ignored = [f"{name}={value!r}" for name, value, default in [("temperature", temperature, DEFAULT_TEMPERATURE),
-               ("top_k", top_k, DEFAULT_TOP_K), ("top_p", top_p, DEFAULT_TOP_P)] if value != default]
-    if ignored and not do_sample:   # as transformers: greedy ignores them, and says so
-        warnings.warn(f"do_sample is False (greedy), so {', '.join(ignored)} has no effect; "
-                      "pass do_sample=True to sample", UserWarning, stacklevel=5)
-
+from .settings import (DEFAULT_MIN_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
+                       DEFAULT_TOP_P)
 
 def apply_repetition_penalty(logits, previous_ids, penalty, attention_mask=None):
     # [B, V], [B, T] ids, optional [B, T] bool -> [B, V]

@@ -32,7 +32,7 @@ d = hidden size, V = vocabulary, n = scored positions.
 """
 import numpy as np
 
-from .perplexity import LOGIT_ROWS, token_nll
+from .sliding_window import LOGIT_ROWS, token_nll
 
 # Padded tokens per batch, prefixes and suffixes together (a longer group runs alone): the activations
 # and a global layer's [rows, heads, T, T] scores stay small, and a batch of long windows would gain

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def read_documents(path, field=None):
         raise MinineoError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise MinineoError(f"{path}: is a directory, not a JSON-lines file") from None
-    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError, OSError) as e:   # a corrupt or cut .gz, bad bytes
+    except (gzip.BadGzipFile, zlib.error, EOFError, UnicodeDecodeError, OSError) as e:
+        # a .gz that is not gzip, whose deflate data is broken (zlib.error) or cut short; bytes that are not UTF-8
         raise MinineoError(f"{path}: cannot be read as {'gzip-compressed ' * str(path).endswith('.gz')}"
                            f"UTF-8 JSON lines ({e})") from None
     if not documents:

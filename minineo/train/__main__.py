@@ -1,4 +1,5 @@
 """python -m minineo.train --data FILE.txt --out DIR: see minineo/commands/train.py."""
 from ..commands.train import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

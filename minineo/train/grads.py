@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import MinineoError
 from ..model.attention import causal_mask
 from ..model.embedding import embed, lm_head
-from ..model.gpt_neo import check_token_ids, named_weights
+from ..model.checks import check_token_ids, named_weights
 from ..model.layer_norm import layer_norm
 from .backward import (block_backward, block_forward, cross_entropy, cross_entropy_backward, embed_backward,
                        layer_norm_backward, lm_head_backward)

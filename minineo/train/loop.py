@@ -23,7 +23,8 @@ from ..errors import MinineoError
 from ..fast.memory import keep_freed_memory
 from ..model import GPTNeo
 from ..weights import load
-from ..weights.config import Config, config_to_dict
+from ..model.config import Config
+from ..weights.config import config_to_dict
 from ..weights.safetensors_io import SafetensorsFile, write_safetensors
 from .grads import hub_named, loss_and_param_grads, mean_loss
 from .optim import AdamW, clip_by_global_norm, learning_rate

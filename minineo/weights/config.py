@@ -1,55 +1,15 @@
-"""The model's shape, read from a Hub `config.json`: a small typed record with checked values."""
+"""Reading a Hub `config.json` into the model's Config (minineo/model/config.py), every value checked."""
 import json
 import math
 import numbers
 import reprlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MinineoError, is_int
+from ..model.config import Config
 from .files import json_kind, read_small_file
 
 ATTENTION_KINDS = ("global", "local")
-
-
-@dataclass(frozen=True)
-class Config:
-    vocab_size: int = 50257               # GPT-2 byte-level BPE
-    hidden_size: int = 768                # d
-    num_layers: int = 12
-    num_heads: int = 12                   # head size = d / num_heads
-    intermediate_size: int = 3072         # MLP width; the Hub writes null for 4 * d
-    window_size: int = 256                # keys a local layer sees, itself included
-    attention_layers: tuple = ("global", "local") * 6
-    max_position_embeddings: int = 2048   # rows of wpe: the longest sequence
-    layer_norm_epsilon: float = 1e-5
-    eos_token_id: int = 50256             # <|endoftext|>; an id past the vocabulary: generation never stops early
-    bos_token_id: int | None = None       # where an empty prompt starts; None: eos_token_id (GPT-Neo's bos is eos)
-    pad_token_id: int | None = None       # left padding of a batch; None: eos_token_id, as transformers' generate
-
-    @property
-    def head_size(self):
-        return self.hidden_size // self.num_heads
-
-    @property
-    def start_token_id(self):
-        return self.eos_token_id if self.bos_token_id is None else self.bos_token_id
-
-    @property
-    def padding_token(self):  # (field, id): what left-pads a batch, and the config.json field it comes from
-        return ("eos_token_id", self.eos_token_id) if self.pad_token_id is None else ("pad_token_id", self.pad_token_id)
-
-
-def _preset(d, layers, heads):
-    return Config(hidden_size=d, num_layers=layers, num_heads=heads, intermediate_size=4 * d,
-                  attention_layers=("global", "local") * (layers // 2))
-
-
-PRESETS = {
-    "125M": _preset(768, 12, 12),    # EleutherAI/gpt-neo-125m
-    "1.3B": _preset(2048, 24, 16),   # EleutherAI/gpt-neo-1.3B
-    "2.7B": _preset(2560, 32, 20),   # EleutherAI/gpt-neo-2.7B
-}
 
 
 def expand_attention_types(attention_types):
@@ -134,7 +94,7 @@ def config_from_dict(raw, source="config.json"):
         raise MinineoError(f"{source}: layer_norm_epsilon must be a finite number > 0, got {_short(eps)}")
     # Special ids are not checked against vocab_size, as transformers does not: an eos the model cannot
     # produce only means generation never stops early. A bos or pad id outside the vocabulary is refused
-    # where it would be fed to the model (minineo.text.generate.prompt_batch), naming the field.
+    # where it would be fed to the model (minineo.text.generation.prompt_batch), naming the field.
     special = {}
     for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
         value = raw.get(key)

@@ -47,7 +47,9 @@ class Tokenizer:
         directory = Path(directory)
         if (directory / "tokenizer.json").exists():
             path = directory / "tokenizer.json"
-            return cls(_read(path, tokenizers.Tokenizer.from_file, f"{path}: its merges make"), directory, str(path))
+            backend = _read(path, tokenizers.Tokenizer.from_file, f"{path}: its merges make")
+            check_byte_alphabet(backend, path)
+            return cls(backend, directory, str(path))
         if not (directory / "vocab.json").exists():
             print(f"minineo: {directory}: no tokenizer files (tokenizer.json, or vocab.json + merges.txt); "
                   "using GPT-2's vocabulary, which every GPT-Neo shares", file=sys.stderr)
@@ -57,6 +59,7 @@ class Tokenizer:
             raise MinineoError(f"{directory}: has vocab.json but no merges.txt")
         backend = tokenizers.Tokenizer(_read(vocab, lambda _: models.BPE.from_file(str(vocab), str(merges)),
                                              f"{merges}: its merges make"))
+        check_byte_alphabet(backend, vocab)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens([EOS])
@@ -82,7 +85,28 @@ class Tokenizer:
         return [self.backend.id_to_token(int(i)) for i in ids]
 
     def token_bytes(self, ids):  # list[int] -> bytes: exactly what the tokens spell, even half a character
-        return b"".join(t.encode() if t == EOS else bytes(self._byte_of[c] for c in t) for t in self.tokens(ids))
+        # an id past the tokenizer (a model whose embedding has spare rows) spells nothing, as decode() gives it
+        return b"".join(b"" if t is None else t.encode() if t == EOS else bytes(self._byte_of[c] for c in t)
+                        for t in self.tokens(ids))
+
+
+def check_byte_alphabet(backend, files):
+    """A byte-level BPE has each of GPT-2's 256 byte characters as a token and spells every token in them:
+    any text encodes, and any token decodes to bytes. Another tokenizer's vocabulary fails here, not at generation."""
+    chars = bytes_to_unicode()   # {byte: character}
+    special = {token.content for token in backend.get_added_tokens_decoder().values()} | {EOS}
+    tokens = backend.get_vocab(with_added_tokens=False).keys() - special
+    missing = [(byte, c) for byte, c in chars.items() if c not in tokens]
+    if missing:
+        shown = ", ".join(f"{c!r} for byte {byte:#04x}" for byte, c in missing[:3])
+        raise MinineoError(f"{files}: not GPT-2's byte-level vocabulary: {len(missing)} of the 256 byte characters "
+                           f"are not tokens ({shown}{', ...' * (len(missing) > 3)}); every GPT-Neo tokenizer has all 256")
+    alphabet = set(chars.values())
+    if not alphabet.issuperset("".join(tokens)):   # 8 ms for GPT-2's 50257 tokens
+        token = next(t for t in sorted(tokens) if not alphabet.issuperset(t))
+        c = next(c for c in token if c not in alphabet)
+        raise MinineoError(f"{files}: not GPT-2's byte-level vocabulary: the token {token!r} has {c!r}, which is "
+                           "not one of the 256 byte characters a GPT-Neo tokenizer spells its tokens in")
 
 
 MISSING_MERGE = re.compile(r"Token `(.*)` out of vocabulary")   # the tokenizers library's words for it

@@ -55,12 +55,12 @@ def linear(x, w, b=None):
     return np.einsum("...i,oi->...o", x, w) + (0 if b is None else b)
 
 
-def self_attention(x, q_proj, k_proj, v_proj, out_proj, *, n_head, window, q_idx, real, cache=None, attend=None):
-    q, k, v = (split_heads(linear(x, **p), n_head) for p in (q_proj, k_proj, v_proj))
-    k_idx = q_idx
-    if cache is not None:
-        k, v, k_idx = cache.update(k, v)
-    mask = causal_mask(q_idx, k_idx, window)[None, None] & real[:, None, None, k_idx]
+def self_attention(x, q_proj, k_proj, v_proj, out_proj, at):
+    q, k, v = (split_heads(linear(x, **p), at.n_head) for p in (q_proj, k_proj, v_proj))
+    k_idx = at.q_idx
+    if at.cache is not None:
+        k, v, k_idx = at.cache.update(k, v)
+    mask = causal_mask(at.q_idx, k_idx, at.window)[None, None] & at.real[:, None, None, k_idx]
     return linear(merge_heads(attention(q, k, v, mask)), **out_proj)
 
 
@@ -73,10 +73,9 @@ def feed_forward(x, c_fc, c_proj):
     return linear(gelu_new(linear(x, **c_fc)), **c_proj)
 
 
-def block(x, ln_1, attn, ln_2, mlp, *, n_head, eps, window, q_idx, real, cache=None, attend=None):
-    h = x + self_attention(layer_norm(x, **ln_1, eps=eps), **attn, n_head=n_head, window=window,
-                           q_idx=q_idx, real=real, cache=cache, attend=attend)
-    return h + feed_forward(layer_norm(h, **ln_2, eps=eps), **mlp)
+def block(x, ln_1, attn, ln_2, mlp, at):
+    h = x + self_attention(layer_norm(x, **ln_1, eps=at.eps), **attn, at=at)
+    return h + feed_forward(layer_norm(h, **ln_2, eps=at.eps), **mlp)
 
 
 class GlobalCache:   # concatenation instead of a growing buffer

@@ -7,53 +7,18 @@ Four layers, each built on the one before:
     generate_ids(model, prompts, ...)                token ids in, new token ids out
     stream_text(model, prompt, ...)                  text pieces of one prompt as soon as they decode
     generate(model, prompt(s), ...)                  the new text
-Every setting means what it means in transformers' `generate` (see `Settings`).
+Every setting means what it means in transformers' `generate` (minineo/text/settings.py); hooks=[(name, fn)]
+keeps minineo's hook points on at every step (minineo/model/hooks.py).
 """
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import sampling
-from ..errors import MinineoError, is_int
-from ..model.gpt_neo import check_token_ids
+from ..errors import MinineoError
+from ..model.checks import check_token_ids
+from .settings import DEFAULT_MAX_NEW_TOKENS, Settings
 from .stream import StreamDetokenizer
-
-# transformers' default is max_length=20 *including* the prompt, which a longer prompt uses up
-# before anything is generated; a count of new tokens is what a user means. generate()'s default;
-# the command line and the pipeline have their own (commands/generate.py, text/pipeline.py).
-DEFAULT_MAX_NEW_TOKENS = 50
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to generate, with transformers' names, meanings and defaults (GenerationConfig)."""
-    max_new_tokens: int | None = None  # None: max_length minus the prompt if set, else DEFAULT_MAX_NEW_TOKENS
-    max_length: int | None = None      # prompt + new tokens, as transformers counts (padded prompt)
-    min_new_tokens: int = sampling.DEFAULT_MIN_NEW_TOKENS   # EOS is suppressed until this many new tokens exist
-    min_length: int | None = None      # the same, counted with the prompt, as transformers counts
-    do_sample: bool = False            # False: greedy, and temperature/top_k/top_p are ignored
-    temperature: float = sampling.DEFAULT_TEMPERATURE
-    top_k: int = sampling.DEFAULT_TOP_K
-    top_p: float = sampling.DEFAULT_TOP_P
-    repetition_penalty: float = sampling.DEFAULT_REPETITION_PENALTY
-    seed: int | None = None            # the same seed gives the same samples; None: fresh randomness
-    truncate: bool = False             # a prompt too long for the context keeps its last tokens
-
-    def __post_init__(self):
-        for name, low in [("max_new_tokens", 0), ("max_length", 1), ("min_length", 0)]:
-            value = getattr(self, name)
-            if value is not None and not is_int(value, low):
-                raise MinineoError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.seed is not None and not is_int(self.seed, 0):
-            raise MinineoError(f"seed must be an integer >= 0, got {self.seed!r}")
-        sampling.validate_sampling_settings(self.do_sample, self.temperature, self.top_k, self.top_p,
-                                            self.repetition_penalty, self.min_new_tokens)
-
-    def sampling_kwargs(self):  # what next_token needs
-        return dict(do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p, repetition_penalty=self.repetition_penalty)
-
 
 def plan_lengths(T, settings, context):
     # prompt length T -> (prompt tokens kept, max new tokens, new tokens before EOS is allowed)
@@ -121,44 +86,44 @@ def generate_steps(model, ids, attention_mask=None, **settings):
     """ids [B, T] (left-padded; attention_mask 1 = real token) -> an iterator of [B] token arrays,
     one per step, until every row has produced EOS or max_new_tokens steps. A row that is finished
     gets EOS as padding from then on, as in transformers. Checks happen now, not at the first step."""
-    s = Settings(**settings)
+    settings = Settings(**settings)
     ids = check_token_ids(ids, model.config.vocab_size)
     if ids.ndim != 2:
         raise MinineoError(f"ids: expected a left-padded batch [B, T], got shape {list(ids.shape)}")
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
     if mask.shape != ids.shape:   # refused, not cut to fit: a mask of another width belongs to other ids
         raise MinineoError(f"attention_mask: expected shape {list(ids.shape)} (that of ids), got {list(mask.shape)}")
-    kept, max_new, min_new = plan_lengths(ids.shape[1], s, model.config.max_position_embeddings)
+    kept, max_new, min_new = plan_lengths(ids.shape[1], settings, model.config.max_position_embeddings)
     # truncation drops columns from the left: pads first, then the oldest tokens
-    return _steps(model, ids[:, -kept:], mask[:, -kept:], max_new, min_new, s)
+    return decode(model, ids[:, -kept:], mask[:, -kept:], max_new, min_new, settings)
 
 
-def _steps(model, ids, mask, max_new, min_new, s):
+def decode(model, ids, mask, max_new, min_new, settings):  # the prompt once, then a token a step: yields [B] each step
     if max_new == 0:
         return
     B, T = ids.shape
     eos = model.config.eos_token_id
     # an eos outside the vocabulary is never generated: nothing to hold off (nor an index to set)
     suppressed_eos = eos if eos < model.config.vocab_size else None
-    rng = np.random.default_rng(s.seed) if s.do_sample else None
+    rng = np.random.default_rng(settings.seed) if settings.do_sample else None
     # the sequences so far, prompt and new tokens, for the repetition penalty; padding does not count
     tokens = np.concatenate([ids, np.zeros((B, max_new), np.int64)], axis=1)   # [B, T + max_new]
     real = np.concatenate([mask == 1, np.ones((B, max_new), bool)], axis=1)
     finished = np.zeros(B, bool)
     cache = model.new_cache(B)
-    h = model.forward(ids, mask, cache)[:, -1]   # [B, T] -> [B, d]: only the last position is scored
+    h = model.forward(ids, mask, cache, hooks=settings.hooks)[:, -1]   # [B, T] -> [B, d]: only the last position is scored
     for n in range(max_new):
         logits = model.check_finite(model.logits(h))   # [B, d] -> [B, V]
         new = sampling.next_token(logits, tokens[:, :T + n], rng, num_new_tokens=n, eos_token_id=suppressed_eos,
                                   attention_mask=real[:, :T + n], min_new_tokens=min_new,
-                                  **s.sampling_kwargs())
+                                  **settings.sampling_kwargs())
         new = np.where(finished, eos, new)       # [B]
         finished |= new == eos
         yield new
         if finished.all() or n + 1 == max_new:   # the last token is never fed: nothing would read it
             return
         tokens[:, T + n] = new
-        h = model.forward(new[:, None], np.ones((B, 1), np.int64), cache)[:, -1]   # [B, 1] -> [B, d]
+        h = model.forward(new[:, None], np.ones((B, 1), np.int64), cache, hooks=settings.hooks)[:, -1]   # [B, 1] -> [B, d]
 
 
 def generate_ids(model, prompts, **settings):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MinineoError, is_int
-from ..model.gpt_neo import check_token_ids, id_array
+from ..model.checks import check_token_ids, id_array
 
 # Rows of logits made at once: the LM head's [rows, V] output is 51 MB at V = 50257, not 400 MB for
 # a 2048-token window.

@@ -1,1 +1,0 @@
-"""python -m minineo.check: see minineo/commands/check.py."""
