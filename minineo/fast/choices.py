@@ -225,13 +225,12 @@ def describe_kept(threads, now=None):  # -> one line: when and under what load t
     if not entry:
         return f"{label}: nothing kept yet"
     now = time.time() if now is None else now
-    when = entry.get("measured_at")
+    when, load = entry.get("measured_at"), (entry.get("measured") or {}).get("load")
+    if when is None or load is None:
+        return (f"{label}: kept by an earlier minineo, which recorded neither when nor under what load it "
+                f"measured: a later run on a quiet machine measures again")
     said = (f"{label}: measured {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(when))} "
-            f"({ago(now - when)} ago)" if when else f"{label}: measured at a time not recorded")
-    said += f" with {entry.get('blas') or 'a BLAS not recorded'}"
-    load = (entry.get("measured") or {}).get("load")
-    if load is None:
-        return said + "; the load was not recorded: a run on a quiet machine measures again"
+            f"({ago(now - when)} ago) with {entry.get('blas') or 'a BLAS not recorded'}")
     others = load.get("others_cores")
     said += "; other programs kept " + ("an unknown number of cores" if others is None else f"{others:.2f} cores")
     said += " busy, load average " + " -> ".join("?" if a is None else f"{a:.2f}" for a in load.get("load_average", []))
