@@ -223,3 +223,12 @@ def test_every_activation_equals_transformer_lens(tmp_path):
             assert (value[reference == 0] == np.finfo(np.float32).min).all() and (reference > 0).any()
             value = ours[name.replace("hook_attn_scores", "hook_pattern")]
         assert_close(value, reference, f"TransformerLens {name}", tol=1e-5)
+
+
+def test_a_cache_of_a_hooked_run_holds_what_the_hooks_made(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    zero = [("blocks.1.hook_attn_out", lambda a, hook: np.zeros_like(a))]
+    logits, cache = model.run_with_cache(random_ids(6), fwd_hooks=zero)
+    assert not cache["attn_out", 1].any()
+    assert_close(cache["resid_mid", 1], cache["resid_pre", 1], "resid_mid = resid_pre when attn_out is 0", tol=0)
+    assert_close(logits, model.run_with_hooks(random_ids(6), fwd_hooks=zero), "the same run's logits", tol=0)

@@ -72,8 +72,8 @@ class GPTNeo:
                     attend=self.attend if hook is NO_HOOK else masked_attention, hook=hook, resume=resume)
         return h[0] if squeeze else h
 
-    def run_with_cache(self, ids, names_filter=None, attention_mask=None, cache=None):  # -> logits, ActivationCache
-        return run_with_cache(self, ids, names_filter, attention_mask, cache)
+    def run_with_cache(self, ids, names_filter=None, attention_mask=None, cache=None, fwd_hooks=()):  # -> logits, cache
+        return run_with_cache(self, ids, names_filter, attention_mask, cache, fwd_hooks)
 
     def run_with_hooks(self, ids, fwd_hooks=(), attention_mask=None, cache=None):  # -> logits
         return self(ids, attention_mask, cache, hooks=fwd_hooks)
