@@ -108,6 +108,9 @@ def test_attention_pattern_plot(model):
     shown = [ax for ax in fig.axes if ax.get_visible()]
     assert len(shown) == 4 and [t.get_text() for t in shown[0].get_xticklabels()] == list("abcdef")
     np.testing.assert_array_equal(shown[2].images[0].get_array(), cache["pattern", 1][2])
+    assert shown[3].get_title() == "head 3"
+    named = plot_attention(cache["pattern", 1], heads=[2], titles=["layer 1, head 2"])
+    assert [ax.get_title() for ax in named.axes] == ["layer 1, head 2"]
 
 
 @pytest.mark.parametrize("what", ["resid_pre", "z"])
