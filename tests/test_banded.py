@@ -80,3 +80,22 @@ def test_the_model_folder_has_no_query_blocks():
     model = Path(minineo.__file__).parent / "model"
     found = [path.name for path in model.glob("*.py") if "searchsorted" in path.read_text()]
     assert not found, f"searchsorted in minineo/model: {found}"
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("window", [None, 40], ids=lambda w: f"window {w}")
+def test_a_prompts_heads_shared_by_threads_give_the_same_bits(n_threads, window):
+    # prompt_attention="heads": the threads take (block of queries, group of heads) in turn; every head
+    # is computed as on one thread, so the result is the same to the bit, for 7 heads in groups of 1-2.
+    from minineo.fast import choices, threads
+    q, k, v = qkv(2, 7, 300, 300, 8, seed=2)
+    idx, real = np.arange(300), np.ones((2, 300), bool)
+    real[1, :20] = False
+    one = banded_attention(q, k, v, idx, idx, real, window, block=64, choices=choices.Choices(prompt_attention="one"))
+    threads.set_threads(n_threads)
+    try:
+        shared = banded_attention(q, k, v, idx, idx, real, window, block=64,
+                                  choices=choices.Choices(prompt_attention="heads"))
+    finally:
+        threads.set_threads(None)
+    np.testing.assert_array_equal(shared, one)

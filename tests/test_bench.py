@@ -22,10 +22,11 @@ def run(tmp_path, *extra):
     return out.read_text()
 
 
-def test_tiny_shape_end_to_end(tmp_path):
+def test_tiny_shape_end_to_end(tmp_path, capsys):
     text = run(tmp_path, "--dtype", "fp32,int8", "--threads", "1,2", "--batch", "1,4")
     print(text)
     assert text.startswith("CPU: ") and "NumPy" in text and "cores, L2 " in text and ", L3 " in text
+    assert capsys.readouterr().err.startswith(text.splitlines()[0] + "\n")   # the same line before the runs begin
     assert "GB/s with 1 thread, " in text and "GB/s with 2 threads" in text and "2 threads: decode=" in text
     assert ("| model | threads | engine | dtype | load s | prefill 8 tok/s | prefill 20 tok/s | decode tok/s "
             "| decode % of ceiling | decode x4 tok/s | decode x4 % of ceiling | peak RSS GB |") in text
@@ -39,6 +40,23 @@ def test_tiny_shape_end_to_end(tmp_path):
         assert [cell.endswith("%") for cell in cells] == [False] * 4 + [True, False, True, False], row
     assert (tmp_path / "cache" / "tiny-fp32" / "model.safetensors").exists()
     assert (tmp_path / "cache" / "tiny-int8" / "config.json").exists()
+
+
+def test_the_header_names_the_blas_kernel_and_the_openblas_settings(monkeypatch):
+    # Only the header's text is made here: nothing is run with these settings (the bench's children would
+    # inherit them, and OpenBLAS reads them once, when it loads).
+    from threadpoolctl import threadpool_info
+    kernels = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    line = bench.machine_line(bench.machine())
+    print(line)
+    assert line.endswith(", OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset."), line
+    for kernel in kernels:   # threadpoolctl's internal_api, version and architecture: the kernel OpenBLAS runs
+        assert f"{kernel['internal_api']} {kernel['version']} ({kernel.get('architecture', '?')} kernels)" in line
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
+    assert bench.machine_line(bench.machine()).endswith(", OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=1048576.")
 
 
 def test_checkpoints_are_cached(tmp_path):

@@ -23,13 +23,14 @@ tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fa
 SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=9"   # and 9-row int8 prompt tiles
 EVERY_CHOICE = {
     "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,"
-            "int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
-    "tiles matmul, int8 via int16": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
-                                    "int8_tile_kib=64,int8_cast=int16" + SPLIT_ALL,
+            "int8_tile_kib=64,int8_cast=direct,prompt_attention=one" + SPLIT_ALL,
+    "tiles matmul, int8 via int16, heads shared": "decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
+                                                  "int8_tile_kib=64,int8_cast=int16,prompt_attention=heads" + SPLIT_ALL,
     "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,"
-                 "int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL,
-    "tiles dot x16, 1 KiB int8 tiles via int16": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=16,"
-                                                 "int8_tile_kib=1,int8_cast=int16" + SPLIT_ALL,
+                 "int8_tile_kib=64,int8_cast=direct,prompt_attention=one" + SPLIT_ALL,
+    "tiles dot x16, 1 KiB int8 tiles via int16, heads shared": "decode=tiles,prefill=tiles,tile_form=dot,"
+                                                               "tiles_per_thread=16,int8_tile_kib=1,int8_cast=int16,"
+                                                               "prompt_attention=heads" + SPLIT_ALL,
 }
 
 
@@ -89,7 +90,7 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
     force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
-                       "int8_cast=direct" + SPLIT_ALL)
+                       "int8_cast=direct,prompt_attention=one" + SPLIT_ALL)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
     products = count_products(monkeypatch)
@@ -104,7 +105,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
     # CPUs); "direct" casts once. The scratch buffers a product asks for show which way ran.
     from minineo.fast import int8
     force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}"
-                       + SPLIT_ALL)
+                       ",prompt_attention=one" + SPLIT_ALL)
     asked = []
     real = int8._scratch
     monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
@@ -120,7 +121,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct" + SPLIT_ALL
+    full = text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,prompt_attention=one" + SPLIT_ALL
     force(monkeypatch, full)
     threads.set_threads(2)
     try:
@@ -150,6 +151,7 @@ def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
     monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
     assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
                                                 tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct",
+                                                prompt_attention="one",
                                                 fp32_threads_from=1, int8_threads_from=1, int8_prefill_rows=9)
 
 
@@ -178,7 +180,7 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
 def test_products_are_shared_from_the_measured_size_on(monkeypatch, kind):
     # Each kind of weight has its own threshold (weights x rows of x): below it one thread, from it all.
     force(monkeypatch, "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,"
-                       "int8_prefill_rows=9," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
+                       "int8_prefill_rows=9,prompt_attention=one," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
                                                  else "fp32_threads_from=2,int8_threads_from=6000"))
     matrix = np.random.default_rng(0).standard_normal((100, 30), dtype=np.float32)   # 3,000 weights
     weight = TiledWeight(matrix) if kind == "float32" else quantize(matrix)
@@ -199,7 +201,7 @@ def test_fast_model_equals_plain_model(n_threads, every_choice):
     import tempfile
     with tempfile.TemporaryDirectory() as directory:
         text_checkpoint(directory)
-        ids = np.random.default_rng(0).integers(0, 50257, (2, 30))
+        ids = np.random.default_rng(0).integers(0, 50257, (2, 40))   # 40 >= PREFILL_ROWS: a prompt's attention
         for int8 in (False, True):
             fast, plain = minineo.load(directory, int8=int8), minineo.load(directory, int8=int8, fast=False)
             if not int8:

@@ -92,12 +92,15 @@ def oracle(tmp_path):
 def test_patterns_and_residuals_equal_transformers(tmp_path, oracle, overrides):
     ids = random_ids((2, 11))
     ref, out = oracle(ids, **overrides)
-    _, cache = minineo.load(tmp_path).run_with_cache(ids)
+    model = minineo.load(tmp_path)
+    _, cache = model.run_with_cache(ids)
     for i, theirs in enumerate(out.attentions):
         assert_close(cache["pattern", i], theirs.numpy(), f"layer {i} hook_pattern", tol=1e-5)
         assert_close(cache["resid_pre", i], out.hidden_states[i].numpy(), f"layer {i} hook_resid_pre", tol=1e-5)
-    # transformers' last hidden state is after ln_f
-    assert_close(cache["ln_final.hook_normalized"], out.hidden_states[-1].numpy(), "ln_final", tol=1e-5)
+    # transformers' last hidden state is after ln_f: its gain and bias on the normalized stream
+    ln_f = model.params["ln_f"]
+    assert_close(cache["ln_final.hook_normalized"] * ln_f["g"] + ln_f["b"], out.hidden_states[-1].numpy(),
+                 "ln_final", tol=1e-5)
 
 
 def test_patterns_of_a_left_padded_batch(tmp_path, oracle):
@@ -199,9 +202,10 @@ def test_mistakes_are_one_line(numpy_checkpoint, call, message):
 
 
 def test_every_activation_equals_transformer_lens(tmp_path):
-    # TransformerLens's bridge boots the same local checkpoint offline; every name it shares with us
-    # holds the same shape and values, but for the masked scores (GPT-Neo writes the most negative
-    # float32 there, TransformerLens's bridge 0).
+    # TransformerLens's bridge boots the same local checkpoint offline; every name holds the same shape
+    # and values, but hook_attn_scores: TransformerLens 4.3's bridge for GPT-Neo fills it with the
+    # pattern (so 0 where masked), minineo with the scores before the softmax (GPT-Neo's most negative
+    # float32 where masked), so there the bridge's value is compared with minineo's pattern.
     pytest.importorskip("transformer_lens")
     torch = pytest.importorskip("torch")
     from transformer_lens.model_bridge import TransformerBridge
@@ -215,5 +219,16 @@ def test_every_activation_equals_transformer_lens(tmp_path):
     assert not missing, f"TransformerLens has no {missing[:5]}"
     for name, value in ours.items():
         reference = theirs[name].detach().float().numpy()
-        where = value > np.finfo(np.float32).min if name.endswith("hook_attn_scores") else None
-        assert_close(value, reference, f"TransformerLens {name}", tol=1e-5, where=where)
+        if name.endswith("hook_attn_scores"):
+            assert (value[reference == 0] == np.finfo(np.float32).min).all() and (reference > 0).any()
+            value = ours[name.replace("hook_attn_scores", "hook_pattern")]
+        assert_close(value, reference, f"TransformerLens {name}", tol=1e-5)
+
+
+def test_a_cache_of_a_hooked_run_holds_what_the_hooks_made(numpy_checkpoint):
+    model = minineo.load(numpy_checkpoint())
+    zero = [("blocks.1.hook_attn_out", lambda a, hook: np.zeros_like(a))]
+    logits, cache = model.run_with_cache(random_ids(6), fwd_hooks=zero)
+    assert not cache["attn_out", 1].any()
+    assert_close(cache["resid_mid", 1], cache["resid_pre", 1], "resid_mid = resid_pre when attn_out is 0", tol=0)
+    assert_close(logits, model.run_with_hooks(random_ids(6), fwd_hooks=zero), "the same run's logits", tol=0)

@@ -108,3 +108,18 @@ def test_attention_pattern_plot(model):
     shown = [ax for ax in fig.axes if ax.get_visible()]
     assert len(shown) == 4 and [t.get_text() for t in shown[0].get_xticklabels()] == list("abcdef")
     np.testing.assert_array_equal(shown[2].images[0].get_array(), cache["pattern", 1][2])
+    assert shown[3].get_title() == "head 3"
+    named = plot_attention(cache["pattern", 1], heads=[2], titles=["layer 1, head 2"])
+    assert [ax.get_title() for ax in named.axes] == ["layer 1, head 2"]
+
+
+@pytest.mark.parametrize("what", ["resid_pre", "z"])
+def test_patching_in_smaller_batches_gives_the_same_grid(model, monkeypatch, what):
+    from minineo.interpret import methods
+    clean, corrupted = random_ids((2, 7), seed=1), random_ids((2, 7), seed=2)
+
+    def metric(logits):
+        return float(logits[..., -1, 11].sum())
+    whole = patch_grid(model, clean, corrupted, metric, what=what)
+    monkeypatch.setattr(methods, "LOGITS_BYTES", 3 * 2 * 7 * 300 * 4)   # 3 patched runs at a time
+    np.testing.assert_allclose(patch_grid(model, clean, corrupted, metric, what=what), whole, atol=1e-5)

@@ -114,6 +114,6 @@ def test_the_whole_byte_alphabet_loads_and_round_trips(numpy_checkpoint):
 def test_an_id_past_the_tokenizer_spells_nothing(bpe):
     """A model whose embedding has rows the tokenizer has no token for (50304 instead of 50257) can
     generate such an id: it decodes to nothing, as in decode() and transformers, and streams without error."""
-    from minineo.text.generate import detokenize
+    from minineo.text.generation import detokenize
     assert bpe.decode([15496, 50300, 995]) == "Hello world" and bpe.token_bytes([15496, 50300, 995]) == b"Hello world"
     assert "".join(detokenize([15496, 50300, 995], bpe, eos_token_id=50256)) == "Hello world"

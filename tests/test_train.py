@@ -286,3 +286,25 @@ def float64_copy(params):
     if isinstance(params, list):
         return [float64_copy(value) for value in params]
     return np.array(params, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [4, 5, 64], ids=lambda r: f"{r} rows a block")
+def test_head_and_loss_is_the_plain_head_and_cross_entropy(dtype, rows):
+    # grads.head_and_loss computes in blocks, never dividing the exponentials; it must equal backward.py's
+    # functions composed as a textbook would (one block, p = softmax, p - onehot, two products), with a
+    # target repeated in a block and across blocks, and every block but the last one full or not.
+    from minineo.train.grads import head_and_loss
+    rng = np.random.default_rng(8)
+    n, d, vocab = 17, 6, 11
+    h, wte = (rng.standard_normal(shape).astype(dtype) for shape in ((n, d), (vocab, d)))
+    targets = rng.integers(0, vocab, n)
+    targets[:3] = targets[5] = targets[16] = 4
+    losses, p = bw.cross_entropy(lm_head(h, wte), targets)
+    d_h, d_wte = bw.lm_head_backward(bw.cross_entropy_backward(p, targets) / n, h, wte)
+    loss, ours_h, ours_wte = head_and_loss(h, targets, wte, rows=rows)
+    errors = {"loss": abs(loss - losses.mean(dtype=np.float64)) / abs(losses.mean()),
+              "d_h": relative_error(ours_h, d_h), "d_wte": relative_error(ours_wte, d_wte)}
+    print(f"{np.dtype(dtype).name}, {rows} rows a block: max difference from the plain head, relative: {errors}")
+    assert ours_h.dtype == ours_wte.dtype == dtype
+    assert max(errors.values()) < (1e-13 if dtype == np.float64 else 1e-6), errors

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import MinineoError
 from ..fast import choices as chosen
 from ..fast.cpu import cache_bytes
+from ..fast.threads import OPENBLAS_SETTINGS
 from ..model.config import PRESETS, Config
 from .common import Parser, run_command
 from .measure_configuration import PREFILL_REPEATS, SEED
@@ -119,10 +120,17 @@ def machine():
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernels)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
-    coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    coretype = {k: os.environ[k] for k in OPENBLAS_SETTINGS if k in os.environ}
     return {"cpu": describe(), "logical_cpus": os.cpu_count(), "memory_gib": memory / 2**30,
             "python": platform.python_version(), "numpy": np.__version__, "blas": ", ".join(blas) or "?",
             "openblas_env": coretype}
+
+
+def machine_line(info):  # the table's first line, also printed when the bench begins
+    return (f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs), {info['memory_gib']:.0f} GiB RAM; "
+            f"Python {info['python']}, NumPy {info['numpy']}, {info['blas']}, "
+            + (", ".join(f"{k}={v}" for k, v in info["openblas_env"].items())
+               or " and ".join(OPENBLAS_SETTINGS) + " unset") + ".")
 
 
 def decode_label(b):
@@ -140,10 +148,7 @@ def table(results, info, args):
     head = (["model", "threads", "engine", "dtype", "load s"] + [f"prefill {p} tok/s" for p in prompts]
             + [label for b in batches for label in (decode_label(int(b)), decode_label(int(b)).replace(
                 "tok/s", "% of ceiling"))] + ["peak RSS GB"])
-    lines = [f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs), {info['memory_gib']:.0f} GiB RAM; "
-             f"Python {info['python']}, NumPy {info['numpy']}, {info['blas']}, "
-             + (", ".join(f"{k}={v}" for k, v in info["openblas_env"].items())
-                or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset") + "."]
+    lines = [machine_line(info)]
     torch_versions = next((r["versions"] for r in results if r["engine"] == "transformers"), None)
     if torch_versions:
         lines[0] += f" transformers {torch_versions['transformers']} + torch {torch_versions['torch']} (fp32)."
@@ -159,6 +164,9 @@ def table(results, info, args):
                  + ". minineo's choices here (minineo/fast/choices.py): "
                  + "; ".join(f"{t} thread{'s' * (t > 1)}: " + ", ".join(f"{k}={v}" for k, v in c["choices"].__dict__.items())
                              for t, c in ceilings.items()) + ".")
+    loaded = {t: c["measured"].get("load", {}).get("under_load") for t, c in ceilings.items()}
+    lines += [f"The measurement with {t} thread{'s' * (t > 1)} ran UNDER LOAD ({why}): its ceiling and choices are "
+              f"not this machine's quiet ones." for t, why in loaded.items() if why]
     lines.append(f"Random weights; median of {args.runs} runs, each a fresh process, the configurations "
                  f"taking turns; prefill = the median of {PREFILL_REPEATS} passes in each run; decode = "
                  f"{args.new_tokens} greedy steps after a {prompts[0]}-token prompt, "
@@ -274,8 +282,12 @@ def run(args):
     if args.compare and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
         raise MinineoError("--compare transformers needs torch and transformers installed")
 
+    log(machine_line(machine()))
     log(f"measuring this machine's bandwidth ceiling and minineo's choices with {args.threads} threads")
     ceilings = measure_machine(args.threads, args.ceiling_mb)
+    for t, c in ceilings.items():
+        if (c["measured"] or {}).get("load", {}).get("under_load"):
+            log(f"warning: the measurement with {t} threads ran under load ({c['measured']['load']['under_load']})")
     results, load_average = [], os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for shape in args.model:
         configurations = [(threads, engine, dtype) for threads in args.threads

@@ -3,10 +3,13 @@
     python -m minineo.calibrate               # with one thread per physical core
     python -m minineo.calibrate --threads 1,2
 
-minineo does this by itself the first time a model multiplies on a CPU model it has not met; run it
-again after changing the machine's settings, or when the first measurement ran beside a busy
-neighbour. MININEO_CHOICES forces a choice instead (see minineo/fast/choices.py). It allocates
-about 1 GB of test matrices and takes about 10 seconds per thread count (24 s for 1 and 2 threads on a 2-core Xeon).
+    python -m minineo.calibrate --show        # what is kept: when, and under what load, it was measured
+
+minineo does this by itself the first time a model multiplies on a CPU model it has not met, and
+again at a later run on a quiet machine when the kept measurement ran under load (other programs
+busy); run it again after changing the machine's settings. MININEO_CHOICES forces a choice instead
+(see minineo/fast/choices.py). It allocates about 1 GB of test matrices and takes about 10 seconds
+per thread count (24 s for 1 and 2 threads on a 2-core Xeon).
 """
 import argparse
 import dataclasses
@@ -14,7 +17,7 @@ import dataclasses
 from ..fast import choices as chosen
 from ..fast.measure import measure
 from ..fast.cpu import describe
-from ..fast.threads import physical_cores, set_threads
+from ..fast.threads import blas_kernel, physical_cores, set_threads
 from .common import Parser, positive_int, run_command
 
 
@@ -26,6 +29,8 @@ def parse_args(argv):
     parser.add_argument("--megabytes", type=positive_int, metavar="MB",
                         help="weights to read, in MB (default: twice the L3, at least 256 MiB, at most 1.5 GiB; "
                              "less than the L3 measures the cache, not the memory)")
+    parser.add_argument("--show", action="store_true",
+                        help="print what is kept for each thread count, measuring nothing")
     args = parser.parse_args(argv)
     try:
         args.threads = [int(t) for t in args.threads.split(",")]
@@ -37,12 +42,20 @@ def parse_args(argv):
 
 
 def run(args):
-    print(describe())
+    print(f"{describe()}; {blas_kernel()}")
+    print(f"kept in {chosen.cache_path()}" + (":" if args.show else ", before measuring again:"))
+    for threads in args.threads:
+        print(f"  {chosen.describe_kept(threads)}")
+        if args.show and chosen.read_cached(threads):
+            print(f"  {threads} threads: {summary(chosen.read_cached(threads), chosen.read_measured(threads))}")
+    if args.show:
+        return
     for threads in args.threads:
         set_threads(threads)
         choices, measured = measure(threads, args.megabytes and args.megabytes * 10**6)
         chosen.write_cached(threads, choices, measured)
         print(f"{threads} threads: {summary(choices, measured)}")
+        print(f"  {chosen.describe_kept(threads)}")
     print(f"kept in {chosen.cache_path()}")
 
 

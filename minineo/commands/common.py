@@ -82,6 +82,23 @@ def read_text(stream, where, limit, too_long):  # a binary stream -> str, at mos
         raise MinineoError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
 
 
+# Read at most this much text: a file that never ends (/dev/zero, a FIFO left open) must not fill the
+# memory. 256 MiB is ~80 M tokens, days of scoring or training for 2.7B on a laptop.
+MAX_TEXT_BYTES = 256 << 20
+
+
+def read_text_file(path, empty="", too_long=""):  # a file named on the command line -> its text, exactly
+    # (no newline translation), or one line saying why not: missing, unreadable, too long, not UTF-8, empty
+    try:
+        with open(path, "rb") as f:
+            text = read_text(f, path, MAX_TEXT_BYTES, f"{MAX_TEXT_BYTES >> 20} MiB{too_long}")
+    except OSError as e:
+        raise MinineoError(f"{path}: {e.strerror.lower()}") from None
+    if not text.strip():
+        raise MinineoError(f"{path}: the file is empty{empty}")
+    return text
+
+
 def progress_bar(unit, **options):  # -> (progress(done, total), close()): a tqdm bar on stderr
     # tqdm draws in place on a terminal and stays quiet in a log (disable=None: only on a TTY)
     from tqdm import tqdm   # comes with huggingface_hub

@@ -1,28 +1,12 @@
 """python -m minineo.perplexity FILE: the perplexity of a UTF-8 text file under a model."""
 import time
 
-from ..errors import MinineoError
 from ..text.sliding_window import score_tokens
-from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, read_text, run_command
-
-# Read at most this much text: a file that never ends (/dev/zero, a FIFO left open) must not fill the
-# memory. 256 MiB is ~80 M tokens, days of scoring for 2.7B on a laptop; score longer texts in parts.
-MAX_TEXT_BYTES = 256 << 20
-
-
-def read_file(path):  # -> str, exactly the file's characters (no newline translation)
-    try:
-        with open(path, "rb") as f:
-            text = read_text(f, path, MAX_TEXT_BYTES, f"{MAX_TEXT_BYTES >> 20} MiB; score a text this long in parts")
-    except OSError as e:
-        raise MinineoError(f"{path}: {e.strerror.lower()}") from None
-    if not text:
-        raise MinineoError(f"{path}: the file is empty")
-    return text
+from .common import Parser, add_model_flags, load_model, positive_int, progress_bar, read_text_file, run_command
 
 
 def run(args):
-    text = read_file(args.file)
+    text = read_text_file(args.file, too_long="; score a text this long in parts")
     model = load_model(args)
     ids = model.tokenizer.encode(text)
     start = time.perf_counter()

@@ -12,21 +12,9 @@ from ..train.grads import hub_named
 from ..train.loop import Settings, copy_tokenizer, model_config, new_model, read_checkpoint, split_tokens, train, trainable
 from ..weights import load
 from ..weights.tokenizer import GPT2_BPE, Tokenizer
-from .common import Parser, number, positive_int, progress_bar, read_text, run_command
+from .common import Parser, number, positive_int, progress_bar, read_text_file, run_command
 
-MAX_TEXT_BYTES = 256 << 20   # a file that never ends (/dev/zero) must not fill the memory
 SHAPE_FLAGS = ("layers", "hidden_size", "heads", "window")
-
-
-def read_data(path):  # -> the file's text, or one line saying why not
-    try:
-        with open(path, "rb") as f:
-            text = read_text(f, path, MAX_TEXT_BYTES, f"{MAX_TEXT_BYTES >> 20} MiB")
-    except OSError as e:
-        raise MinineoError(f"{path}: {e.strerror.lower()}") from None
-    if not text.strip():
-        raise MinineoError(f"{path}: the file is empty: nothing to train on")
-    return text
 
 
 def settings_from(args):
@@ -68,7 +56,7 @@ def starting_model(args):  # -> (model, settings, resume state or None)
 
 
 def run(args):
-    text = read_data(args.data)
+    text = read_text_file(args.data, empty=": nothing to train on")
     ThreadpoolController().limit(limits=args.threads or physical_cores(), user_api="blas")
     model, settings, state = starting_model(args)
     tokens = np.array(model.tokenizer.encode(text), np.int64)

@@ -125,6 +125,7 @@ def in_model(exercise, fn, filename=None, diagnosis=None):  # -> lines to print;
     lines.append(f"  {'yours':10} {loss:9.4f}   {text!r}" if text is not None else
                  f"  {'yours':10} {loss:9.4f}   (no text: the logits became NaN or inf while generating)")
     change = loss - reference_loss
+    change = 0.0 if abs(change) < 1e-4 else change   # float32 rounding is no change: never print -0.0000
     lines += ["", f"  your function changes the held-out loss by {change:+.4f} nats per token" +
               (" (the same loss" + (", the sampling does not enter it)" if sampling else ")") if abs(change) < 1e-4 else "")]
     lines += ["  " + line for line in meaning(exercise, change, sampling, text == reference_text, diagnosis)]

@@ -5,7 +5,7 @@
     int8.py       int8 weights with one scale per row, and their tiled product
     threads.py    how many threads, and how they share a product
     choices.py    which way each product runs on this CPU: measured once, kept per CPU model, forceable
-    calibrate.py  the measurement behind choices.py (python -m minineo.calibrate)
+    measure.py    the measurement behind choices.py (python -m minineo.calibrate)
     cpu.py        the CPU's name, cores and caches
     memory.py     malloc settings that keep freed memory for the next step's temporaries
     banded.py     attention a block of queries at a time, over only the keys in view (local layers)

@@ -1,17 +1,21 @@
-"""What CPU this is: its name, cores and caches, for the choices made per CPU and for the bench's table.
+"""What CPU this is: its name, cores and caches, for the choices made per CPU and for the bench's table;
+and how busy other programs keep it while minineo measures.
 
-Linux tells through /proc/cpuinfo and /sys; elsewhere the name comes from `platform` and the caches
-are unknown (None), which every caller accepts.
+Linux tells through /proc/cpuinfo, /proc/stat and /sys; elsewhere the name comes from `platform`, and
+the caches and other programs' load are unknown (None), which every caller accepts.
 """
 import functools
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 from .threads import physical_cores
 
 SYS_CPU = Path("/sys/devices/system/cpu/cpu0/cache")
+PROC_STAT = Path("/proc/stat")
+LOADED_CORES = 0.25   # other programs' busy cores, on average, from which the machine counts as busy
 
 
 @functools.cache
@@ -51,3 +55,45 @@ def describe():  # one line: "Intel(R) Xeon(R) Processor, 2 cores, L2 2 MiB per 
         return "unknown" if n is None else f"{n / 2**20:g} MiB"
     sizes = cache_bytes()
     return f"{cpu_name()}, {physical_cores()} cores, L2 {mib(sizes[2])} per core, L3 {mib(sizes[3])}"
+
+
+def busy_seconds():  # -> CPU-seconds the CPUs this process may use have been busy since boot, every program's; or None
+    # /proc/stat: one line per CPU, "cpuN user nice system idle iowait irq softirq steal ..." in clock ticks.
+    # Steal is time the hypervisor gave another machine: a neighbour too.
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        ticks = 0
+        for line in PROC_STAT.read_text().splitlines():
+            name, *fields = line.split()
+            if name[3:].isdigit() and name.startswith("cpu") and (cpus is None or int(name[3:]) in cpus):
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[:8])
+                ticks += user + nice + system + irq + softirq + steal
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_average():  # -> the 1-minute load average (runnable threads, this process's included), or None
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+class Neighbours:
+    """How many cores other programs kept busy, on average, since this was made: the CPUs' busy time
+    less this process's own CPU time, per second of wall clock. A program spinning on one core reads
+    about 1.0; a quiet machine about 0.01."""
+
+    def __init__(self):
+        self.wall, self.own, self.busy = time.perf_counter(), time.process_time(), busy_seconds()
+        self.load_before = load_average()
+
+    def read(self):  # -> {"others_cores": float or None (unknown), "wall_s", "cpu_s" (this process), "load_average"}
+        wall, own, busy = time.perf_counter() - self.wall, time.process_time() - self.own, busy_seconds()
+        others = None if busy is None or self.busy is None else max(0.0, busy - self.busy - own) / wall
+        return {"others_cores": others, "wall_s": wall, "cpu_s": own,
+                "load_average": [self.load_before, load_average()]}
+
+
+def others_busy(seconds=0.5):  # -> cores other programs kept busy over the next `seconds` (None: unknown)
+    neighbours = Neighbours()
+    time.sleep(seconds)
+    return neighbours.read()["others_cores"]

@@ -5,19 +5,27 @@ than the last-level cache together (at least twice the L3, at most 1.5 GiB), eac
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
 are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
-with 128 rows of x (int8 prompts for each height of tile); and from what size a product pays for
-the threads, over rows of those matrices. Candidates take turns pass by pass, so a neighbour that
-gets busier slows them all alike; each gets the median of its passes. Values do not matter for
-speed, so the matrices are ones.
+with 128 rows of x (int8 prompts for each height of tile); from what size a product pays for the
+threads, over rows of those matrices; and a 128-token prompt's attention on one thread or with its
+heads shared. Values do not matter for speed, so the matrices are ones.
+
+A neighbour can only slow a candidate down, never speed it up, so:
+- candidates take turns pass by pass (each pass in a new order), and each keeps its best pass: a
+  neighbour that comes and goes slows some passes, not the best one of each;
+- the float32 decode candidates are timed again at the end: if the ceiling moved by more than
+  STEADY in between, the machine changed under the measurement;
+- other programs' CPU time is measured throughout (cpu.Neighbours). A measurement during which they
+  kept LOADED_CORES or more busy, or whose ceiling moved, is kept marked `under_load` with the reason:
+  choices.py uses it, and measures again at the first later run that finds the machine quiet.
 """
 import dataclasses
-import statistics
 import time
 
 import numpy as np
 
 from .choices import Choices
-from .cpu import cache_bytes
+from .cpu import LOADED_CORES, Neighbours, cache_bytes
+from .banded import banded_attention
 from .int8 import Int8Weight
 from .tiled import TiledWeight
 
@@ -33,6 +41,9 @@ NEVER = 1 << 62                                  # a threshold no product reache
 INT8_TILES = {"direct": (256, 512, 1024, 2048, 4096), "int16": (256, 512, 1024)}
 INT8_PROMPT_ROWS = (64, 128, 256, 512, 1024)     # int8 tile heights timed for a prompt
 TILES_MARGIN = 1.05                              # how much faster tiles must be than BLAS's threads to be chosen
+ATTENTION_REPEATS = 3                            # q/k/v products and attentions, both shapes, per pass
+RECHECK_PASSES = 3                               # passes of the float32 decode candidates again, at the end
+STEADY = 0.10         # how far the re-checked ceiling may move from the first before the machine counts as changing
 
 
 def weights_bytes():  # bytes of test matrices: twice the L3 (where known), within the bounds above
@@ -40,19 +51,21 @@ def weights_bytes():  # bytes of test matrices: twice the L3 (where known), with
     return min(max(2 * l3, MIN_BYTES), MAX_BYTES)
 
 
-def timed_passes(candidates, one_pass, passes=PASSES):  # {label: args} -> {label: median seconds}
+def timed_passes(candidates, one_pass, passes=PASSES):  # {label: args} -> {label: its best pass, seconds}
     times = {label: [] for label in candidates}
-    for _ in range(passes + 1):                  # the first pass warms up (page faults, thread start)
-        for label, args in candidates.items():
+    order = list(candidates)
+    for i in range(passes + 1):                  # the first pass warms up (page faults, thread start)
+        for label in order[i % len(order):] + order[:i % len(order)]:   # each pass starts with another one
             started = time.perf_counter()
-            one_pass(*args)
+            one_pass(*candidates[label])
             times[label].append(time.perf_counter() - started)
-    return {label: statistics.median(t[1:]) for label, t in times.items()}
+    return {label: min(t[1:]) for label, t in times.items()}
 
 
 def measure(threads, nbytes=None):
     """-> (Choices, what was measured): the fastest way of each kind with `threads` threads (set_threads
     must have been called with it), over about nbytes of weights (default weights_bytes())."""
+    neighbours = Neighbours()
     nbytes = nbytes or weights_bytes()
     n = -(-nbytes // (ROWS * COLS * 4))
     rows = max(1, min(ROWS, nbytes // (COLS * 4)))      # fewer than 2.7B's only for a small measurement
@@ -69,16 +82,9 @@ def measure(threads, nbytes=None):
     def fp32_pass(choices):
         for w in weights:
             w.matmul_t(x, choices)
-    seconds = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass)
-    gbps = {label: nbytes / s / 1e9 for label, s in seconds.items()}
-    best_decode = decode[max(gbps, key=gbps.get)]
-    if gbps["blas"] * TILES_MARGIN > max(gbps.values()):
-        # Timed back to back, tiles look better than they do in a model, where the pool's threads have
-        # slept between products: on the 2-core Xeon tiles at 30.2 GB/s against BLAS's 29.8 here
-        # decoded 2.7B 7% slower (2.09 against 2.25 tok/s). So BLAS's own threads, NumPy's plain
-        # product, unless the tiles clearly win.
-        best_decode = decode["blas"]
-    best_tiles = decode[max((label for label in gbps if label != "blas"), key=gbps.get)]
+    first = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass)
+    # the tiles that the int8 weights and the thresholds below are measured with
+    best_tiles = decode[min((label for label in first if label != "blas"), key=first.get)]
 
     # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
     # (a quarter of them: a tile's cast, not the memory, bounds int8, and 8 candidates take turns)
@@ -114,16 +120,64 @@ def measure(threads, nbytes=None):
                            lambda choices: square.matmul_t(prompt, choices), passes=3)
     int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
 
+    # A prompt's attention, 128 queries over their 128 keys with 125M's heads (12 of 64) and 2.7B's (20 of
+    # 128): on one thread, or its heads shared by the threads. Each right after its q/k/v product, taken
+    # the way just chosen, as in a model: after a product on BLAS's threads, OpenBLAS's idle workers spin
+    # for a while on the other cores, and minineo's threads would compete with them (on the busy 2-core
+    # Xeon the rows of a training step's exp, shared that way, gained nothing; with the workers made to
+    # sleep at once, OPENBLAS_THREAD_TIMEOUT=4, they gained 10% of the head). The product is 125M's
+    # q/k/v for both (2.7B's would take seconds: any product on BLAS's threads leaves them spinning).
+    prefill_way = max(gflops, key=gflops.get)
+    qkv, small_prompt = TiledWeight(np.ones((3 * 768, 768), np.float32)), np.ones((PROMPT_ROWS, 768), np.float32)
+    heads = [np.ones((1, h, PROMPT_ROWS, hd), np.float32) for h, hd in ((12, 64), (20, 128))]
+    idx, real = np.arange(PROMPT_ROWS), np.ones((1, PROMPT_ROWS), bool)
+    ways = {way: dataclasses.replace(best_tiles, prefill=prefill_way, prompt_attention=way)
+            for way in (("one", "heads") if threads > 1 else ("one",))}
+
+    def attention_pass(choices):
+        for _ in range(ATTENTION_REPEATS):
+            for q in heads:
+                qkv.matmul_t(small_prompt, choices)
+                banded_attention(q, q, q, idx, idx, real, choices=choices)
+    attention_s = timed_passes({way: (c,) for way, c in ways.items()}, attention_pass)
+    # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
+    prompt_attention = "heads" if attention_s.get("heads", float("inf")) * TILES_MARGIN < attention_s["one"] else "one"
+
+    # The ceiling again, now that everything else ran: it tells whether the machine stayed as it was.
+    again = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass, passes=RECHECK_PASSES)
+    gbps = {label: nbytes / min(first[label], again[label]) / 1e9 for label in decode}
+    best_decode = decode[max(gbps, key=gbps.get)]
+    if gbps["blas"] * TILES_MARGIN > max(gbps.values()):
+        # Timed back to back, tiles look better than they do in a model, where the pool's threads have
+        # slept between products: on the 2-core Xeon tiles at 30.2 GB/s against BLAS's 29.8 here
+        # decoded 2.7B 7% slower (2.09 against 2.25 tok/s). So BLAS's own threads, NumPy's plain
+        # product, unless the tiles clearly win.
+        best_decode = decode["blas"]
+
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
-                                  int8_cast=best_int8.int8_cast, prefill=max(gflops, key=gflops.get),
+                                  int8_cast=best_int8.int8_cast, prefill=prefill_way,
                                   int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
-                                  fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"])
+                                  fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
+                                  prompt_attention=prompt_attention)
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
-                "fp32_threads_from": fp32_from, "int8_threads_from": int8_from}
+                "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
+                "prompt_qkv_and_attention_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in attention_s.items()},
+                "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
+                             nbytes / min(again.values()) / 1e9)}
     return choices, measured
+
+
+def load(neighbours, ceiling, recheck):
+    """-> what ran beside the measurement: cpu.Neighbours' reading, the ceiling at the start and at the
+    end (GB/s), and under_load: why the measurement cannot be trusted on a quiet machine, or None."""
+    others, moved = neighbours["others_cores"], abs(recheck / ceiling - 1)
+    reasons = ([f"other programs kept {others:.2f} cores busy"] if others is not None and others >= LOADED_CORES
+               else []) + ([f"the bandwidth ceiling moved {moved:.0%} while measuring ({ceiling:.1f} GB/s at the "
+                            f"start, {recheck:.1f} at the end)"] if moved > STEADY else [])
+    return {**neighbours, "ceiling_gb_per_s": [ceiling, recheck], "under_load": "; ".join(reasons) or None}
 
 
 def threads_from(matrices, weight, choices, field, threads):

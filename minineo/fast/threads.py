@@ -49,6 +49,17 @@ def physical_cores():
     return max(1, len(cores))
 
 
+OPENBLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # read by OpenBLAS when it loads: they change its kernels
+
+
+def blas_kernel():  # -> "openblas 0.3.31, SkylakeX kernels", and ", OPENBLAS_CORETYPE=Haswell" where it is set
+    # threadpoolctl's internal_api, version and architecture: the kernel OpenBLAS chose for this CPU (or was told)
+    kernels = [f"{lib.internal_api} {lib.version or '?'}, {getattr(lib, 'architecture', None) or '?'} kernels"
+               for lib in _blas]
+    settings = [f"{name}={os.environ[name]}" for name in OPENBLAS_SETTINGS if name in os.environ]
+    return ", ".join(kernels + settings) or "no BLAS found"
+
+
 def get_threads():
     return _threads or physical_cores()
 
@@ -131,5 +142,7 @@ def _set_blas_threads(n):  # the caller holds _lock
 def _get_pool():
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=get_threads() - 1, thread_name_prefix="minineo")
+        # at least one worker: parallel_for(threads=n) may ask for more threads than get_threads(); the
+        # extra ones queue, and find no work left
+        _pool = ThreadPoolExecutor(max_workers=max(1, get_threads() - 1), thread_name_prefix="minineo")
     return _pool

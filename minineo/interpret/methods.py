@@ -32,12 +32,14 @@ def lens_top_tokens(model, cache, k=5):  # -> [L + 1, ..., T, k] token ids, most
 
 
 def lens_loss(model, cache, ids):  # -> [L + 1]: each layer's mean next-token loss (nats) on ids
-    logits = logit_lens(model, cache)[..., :-1, :].astype(np.float64)   # [L + 1, ..., T - 1, V]
-    targets = np.asarray(ids)[..., 1:]
-    top = logits.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
-    picked = np.take_along_axis(logits, np.broadcast_to(targets[..., None], logits.shape[:-1] + (1,)), -1)[..., 0]
-    return (log_z - picked).reshape(len(logits), -1).mean(axis=1)
+    targets = np.asarray(ids)[..., 1:, None]                                  # [..., T - 1, 1]
+    losses = []
+    for logits in logit_lens(model, cache):                                   # a layer at a time: [..., T, V]
+        logits = logits[..., :-1, :].astype(np.float64)
+        top = logits.max(axis=-1, keepdims=True)
+        log_z = np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)) + top
+        losses.append(float((log_z - np.take_along_axis(logits, targets, -1)).mean()))
+    return np.array(losses)
 
 
 def direct_logit_attribution(model, cache, token, position=-1):
@@ -95,7 +97,7 @@ def patch_grid(model, clean_ids, corrupted_ids, metric, what="resid_pre", attent
     piece, and metric(logits) of each. -> [L, T] for "resid_pre", "attn_out", "mlp_out" (one position
     of one layer), [L, H] for "z" (one head of one layer, every position). logits are shaped as
     model(corrupted_ids) gives them. Nothing below the patched layer is computed again: each run resumes
-    from the corrupted stream entering that layer, and a layer's patches run together as one batch."""
+    from the corrupted stream entering that layer, and a layer's patches run together in batches."""
     clean, corrupted = np.asarray(clean_ids), np.asarray(corrupted_ids)
     if clean.shape != corrupted.shape:
         raise MinineoError(f"patch_grid: the clean ids have shape {list(clean.shape)} and the corrupted ids "
@@ -111,28 +113,36 @@ def patch_grid(model, clean_ids, corrupted_ids, metric, what="resid_pre", attent
     _, base = model.run_with_cache(ids, attention_mask=mask,
                                    names_filter=[f"blocks.{i}.hook_resid_pre" for i in range(L)])
     pieces = model.config.num_heads if what == "z" else T
+    # patched runs together, as many as keep their logits [C * B, T, V] within LOGITS_BYTES
+    together = max(1, min(pieces, LOGITS_BYTES // (B * T * model.config.vocab_size * 4)))
     grid = np.empty((L, pieces))
     for layer in range(L):
-        stream = np.repeat(base["resid_pre", layer][None], pieces, axis=0)            # [C, B, T, d]
-        hooks = []
-        if what == "resid_pre":
-            stream[np.arange(T), :, np.arange(T)] = theirs[wanted[layer]].swapaxes(0, 1)   # copy t gets position t
-        else:
-            hooks = [(wanted[layer], put_piece(theirs[wanted[layer]], pieces, B))]
-        logits = model(np.tile(ids, (pieces, 1)), None if mask is None else np.tile(mask, (pieces, 1)),
-                       hooks=hooks, resume=(layer, stream.reshape(pieces * B, T, -1)))
-        for c, run in enumerate(logits.reshape(pieces, B, T, -1)):
-            grid[layer, c] = metric(run[0] if squeeze else run)
+        for first in range(0, pieces, together):
+            chosen = np.arange(first, min(first + together, pieces))                 # the pieces patched now
+            stream = np.repeat(base["resid_pre", layer][None], len(chosen), axis=0)  # [C, B, T, d]
+            hooks = []
+            if what == "resid_pre":   # run c gets position chosen[c] from the clean run
+                stream[np.arange(len(chosen)), :, chosen] = theirs[wanted[layer]][:, chosen].swapaxes(0, 1)
+            else:
+                hooks = [(wanted[layer], put_piece(theirs[wanted[layer]], chosen, B))]
+            C = len(chosen)
+            logits = model(np.tile(ids, (C, 1)), None if mask is None else np.tile(mask, (C, 1)),
+                           hooks=hooks, resume=(layer, stream.reshape(C * B, T, -1)))
+            for c, run in zip(chosen, logits.reshape(C, B, T, -1)):
+                grid[layer, c] = metric(run[0] if squeeze else run)
     return grid
 
 
-def put_piece(clean, pieces, B):  # a hook: copy c of the batch gets piece c (a position, or a head) of clean
+LOGITS_BYTES = 256 << 20
+
+
+def put_piece(clean, chosen, B):  # a hook: run c of the batch gets piece chosen[c] (a position, or a head) of clean
     def patch(act, hook):   # [C * B, T, d], or [C * B, T, H, hd] for z
-        act = act.reshape(pieces, B, *act.shape[1:]).copy()
-        c = np.arange(pieces)
+        act = act.reshape(len(chosen), B, *act.shape[1:]).copy()
+        c = np.arange(len(chosen))
         if act.ndim == 4:    # a position: [C, B, T, d]
-            act[c, :, c] = clean.swapaxes(0, 1)
+            act[c, :, chosen] = clean[:, chosen].swapaxes(0, 1)
         else:                # a head: [C, B, T, H, hd]
-            act[c, :, :, c] = np.moveaxis(clean, 2, 0)
-        return act.reshape(pieces * B, *act.shape[2:])
+            act[c, :, :, chosen] = np.moveaxis(clean[:, :, chosen], 2, 0)
+        return act.reshape(len(chosen) * B, *act.shape[2:])
     return patch

@@ -2,9 +2,10 @@
 import numpy as np
 
 
-def plot_attention(pattern, tokens=None, heads=None, title="", columns=4):
+def plot_attention(pattern, tokens=None, heads=None, title="", columns=4, titles=None):
     """pattern [H, T, S] (cache["pattern", layer] of one sequence) -> a matplotlib Figure, one panel a head:
-    row = the query's token, column = the key's; tokens labels both when S == T (no KV cache before)."""
+    row = the query's token, column = the key's; tokens labels both when S == T (no KV cache before).
+    titles: one per panel (default "head h")."""
     import matplotlib.pyplot as plt
 
     pattern = np.asarray(pattern)
@@ -14,9 +15,10 @@ def plot_attention(pattern, tokens=None, heads=None, title="", columns=4):
                              squeeze=False)
     for ax in axes.flat[len(heads):]:
         ax.set_visible(False)
-    for ax, head in zip(axes.flat, heads):
+    titles = [f"head {head}" for head in heads] if titles is None else titles
+    for ax, head, name in zip(axes.flat, heads, titles):
         ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"head {head}", fontsize=9)
+        ax.set_title(name, fontsize=9)
         if tokens is not None and pattern.shape[-1] == pattern.shape[-2] == len(tokens):
             ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=6)

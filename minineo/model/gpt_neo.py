@@ -61,18 +61,19 @@ class GPTNeo:
             hooks = [*hooks, (lambda name: name.endswith("hook_resid_pre") or name == last,
                               lambda x, hook: hidden_states.append(x))]
         hook = attach(hooks, self.config.num_layers, squeeze)
+        if resume is not None and squeeze:   # the stream of ids [T] comes as [T, d]
+            resume = (resume[0], resume[1][None])
         start = 0 if cache is None else cache.length            # the new tokens' first sequence index
         real = mask == 1 if cache is None else cache.update(mask == 1)   # [B, start + T]
         seen = real[:, :start].sum(axis=1)                      # [B] real tokens before these
         # A hooked run scores the whole [T, S] matrix, so that every pattern a hook sees is whole.
         h = gpt_neo(ids, padded_positions(mask, seen), self.params, self.config,
                     q_idx=np.arange(start, start + ids.shape[1]), real=real, cache=cache,
-                    attend=self.attend if hook is NO_HOOK else masked_attention, hook=hook,
-                    resume=resume and (resume[0], resume[1] if not squeeze else resume[1][None]))
+                    attend=self.attend if hook is NO_HOOK else masked_attention, hook=hook, resume=resume)
         return h[0] if squeeze else h
 
-    def run_with_cache(self, ids, names_filter=None, attention_mask=None, cache=None):  # -> logits, ActivationCache
-        return run_with_cache(self, ids, names_filter, attention_mask, cache)
+    def run_with_cache(self, ids, names_filter=None, attention_mask=None, cache=None, fwd_hooks=()):  # -> logits, cache
+        return run_with_cache(self, ids, names_filter, attention_mask, cache, fwd_hooks)
 
     def run_with_hooks(self, ids, fwd_hooks=(), attention_mask=None, cache=None):  # -> logits
         return self(ids, attention_mask, cache, hooks=fwd_hooks)

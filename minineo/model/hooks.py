@@ -151,9 +151,10 @@ class ActivationCache(dict):
         dict.__setitem__(self, hook.name, activation)
 
 
-def run_with_cache(model, ids, names_filter=None, attention_mask=None, cache=None):  # -> logits, ActivationCache
+def run_with_cache(model, ids, names_filter=None, attention_mask=None, cache=None, fwd_hooks=()):
+    # -> logits, ActivationCache. fwd_hooks run first, so the cache holds what they made.
     activations = ActivationCache()
     every = names_filter is None
-    logits = model(ids, attention_mask, cache, hooks=[((lambda name: True) if every else names_filter,
-                                                        activations.save)])
+    logits = model(ids, attention_mask, cache, hooks=[*fwd_hooks, ((lambda name: True) if every else names_filter,
+                                                                   activations.save)])
     return logits, activations

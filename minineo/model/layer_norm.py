@@ -8,4 +8,4 @@ def layer_norm(x, g, b, eps=1e-5, hook=NO_HOOK):  # [..., d] -> [..., d]
     centred = x - x.mean(axis=-1, keepdims=True)
     variance = (centred * centred).mean(axis=-1, keepdims=True)   # np.var, without computing the mean twice
     scale = hook("hook_scale", np.sqrt(variance + eps))           # [..., 1]
-    return hook("hook_normalized", g * centred / scale + b)
+    return g * hook("hook_normalized", centred / scale) + b

@@ -23,17 +23,27 @@ class AdamW:
         self.t += 1
         b1, b2 = self.betas
         correction1, correction2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        scratch = np.empty(max(g.size for g in grads.values()), np.result_type(*grads.values()))
         for name, w in weights.items():
             g, m, v = grads[name], self.m[name], self.v[name]
+            # one buffer for every intermediate, in the order torch computes them (the same numbers as
+            # writing them out, without a weight-sized temporary for each)
+            tmp = scratch[:g.size].reshape(g.shape)
             if name in self.decayed:
                 w *= 1 - lr * self.weight_decay
-            m += (1 - b1) * (g - m)    # m = b1 m + (1 - b1) g, as torch's lerp computes it
+            np.subtract(g, m, out=tmp)
+            tmp *= 1 - b1
+            m += tmp                   # m = b1 m + (1 - b1) g, as torch's lerp computes it: m + (1 - b1)(g - m)
             v *= b2
-            v += (1 - b2) * (g * g)    # v = b2 v + (1 - b2) g^2
-            denominator = np.sqrt(v)
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp                   # v = b2 v + (1 - b2) g^2
+            denominator = np.sqrt(v, out=tmp)
             denominator /= math.sqrt(correction2)
             denominator += self.eps
-            w -= (lr / correction1) * (m / denominator)
+            np.divide(m, denominator, out=tmp)
+            tmp *= lr / correction1
+            w -= tmp                   # w -= lr / correction1 * m / (sqrt(v / correction2) + eps)
 
     def state(self):  # -> ({name: array} to save, t)
         return {**{f"m.{n}": a for n, a in self.m.items()}, **{f"v.{n}": a for n, a in self.v.items()}}, self.t
