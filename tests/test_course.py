@@ -600,3 +600,20 @@ def test_every_exercise_notebook_says_where_to_write():
         assert "**Where you write:**" in nb["cells"][0]["source"], lesson["file"]
         used = {n for name in lesson["exercises"] for n in EXERCISES[name].uses} - set(lesson["exercises"])
         assert used <= set(lesson.get("needs", ())), f"{lesson['file']}: calls {used} from earlier lessons"
+
+
+def test_a_lens_on_the_students_own_layer_norm_names_it(tmp_path):
+    path = write(tmp_path / "lens.py", """\
+        import numpy as np
+
+        def layer_norm(x, g, b, eps=1e-5):
+            return g * (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, ddof=1, keepdims=True) + eps) + b
+
+        def logit_lens(model, cache):
+            L = model.config.num_layers
+            stack = np.stack([cache["resid_pre", i] for i in range(L)] + [cache["resid_post", L - 1]])
+            return model.logits(layer_norm(stack, **model.params["ln_f"], eps=model.config.layer_norm_epsilon))
+        """)
+    done = cli("logit_lens", path)
+    assert done.returncode == 1 and "your layer_norm (checked: uses the unbiased variance" in done.stdout \
+        and "makes logit_lens differ" in done.stdout

@@ -221,4 +221,4 @@ TOP_P_FILTER = Exercise("top_p_filter", 5, top_p_filter, top_p_cases, [
     Mistake("keeps the least likely tokens (adds probabilities up from the bottom)",
             "add them up from the most likely token down",
             lambda x, p: np.where(np.isinf(top_p_filter(-x, p)), -np.inf, x)),
-], call=filtered)
+], call=filtered, uses=("softmax",))

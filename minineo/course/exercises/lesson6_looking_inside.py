@@ -161,7 +161,7 @@ LOGIT_LENS = Exercise("logit_lens", 6, logit_lens, lens_cases, [
     Mistake("applies ln_final's g and b without normalising (x * g + b)",
             "layer_norm(x, **ln_f): normalise, then scale and shift",
             _lens_of(lambda model, stack: model.logits(stack * model.params["ln_f"]["g"] + model.params["ln_f"]["b"]))),
-], checks_inputs=False, in_model=False)
+], checks_inputs=False, in_model=False, uses=("layer_norm",))
 
 
 # ---- patch_resid_pre: activation patching, a [layer, position] grid ------------------------------------------
