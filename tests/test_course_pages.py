@@ -130,3 +130,15 @@ def test_the_home_page_lists_the_course_in_lesson_order(site):
     assert text.index('href="02_layer_norm.html"') < text.index('href="exercises/2_layer_norm.html"')
     assert text.count('<a href="') == 2 and text.count("not built here") == len(cards) - 2
     assert "<math" in text   # an objective's formula (notebook 3's 1/sqrt(d_head)), typeset here too
+
+
+def test_a_formula_that_cannot_be_typeset_is_one_line(tmp_path):
+    import nbformat
+    from minineo.errors import MinineoError
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Broken\n\nA formula: $\\frac{1}{$ and code `$x$`")])
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(MinineoError) as error:
+        build(tmp_path / "site", [path], execute=False, log=print)
+    assert str(error.value).startswith(f"{path}: a formula latex2mathml cannot typeset: '$\\\\frac{{1}}{{$'"), str(error.value)
+    assert "\n" not in str(error.value)

@@ -67,7 +67,10 @@ def build(out, notebooks=None, execute=True, log=print):  # -> [(page path, titl
                 settings.KernelManager.transport, settings.KernelManager.ip = "ipc", str(Path(sockets) / "kernel")
                 NotebookClient(nb, config=settings, kernel_name="python3", timeout=CELL_TIMEOUT,
                                resources={"metadata": {"path": str(path.parent)}}).execute()
-        formulas = typeset(nb)
+        try:
+            formulas = typeset(nb)
+        except MinineoError as error:
+            raise MinineoError(f"{path}: {error}") from None
         hide_paths(nb)
         relative = Path(path.parent.name) / path.name if path.parent.name == "exercises" else Path(path.name)
         page = out / relative.with_suffix(".html")
@@ -126,7 +129,12 @@ def typeset_text(text, escape=lambda plain: plain, place=lambda mathml: mathml):
         for match in MATH.finditer(plain):
             display = match.group(1) is not None
             tex = (match.group(1) if display else match.group(2)).strip()
-            pieces += [escape(plain[last:match.start()]), place(convert(tex, display="block" if display else "inline"))]
+            try:
+                mathml = convert(tex, display="block" if display else "inline")
+            except Exception as error:   # latex2mathml's own errors have no common base class
+                raise MinineoError(f"a formula latex2mathml cannot typeset: {match.group(0)!r} "
+                                   f"({type(error).__name__}: {error})") from None
+            pieces += [escape(plain[last:match.start()]), place(mathml)]
             last = match.end()
         return "".join(pieces + [escape(plain[last:])])
     return "".join(part if CODE.fullmatch(part) else outside(part) for part in CODE.split(text))
