@@ -29,8 +29,8 @@ def own_cache(tmp_path, monkeypatch):   # the choices measured here go to tmp_pa
 # BLAS's 2 threads wait for the slowed one, tiles hand work over, and a second thread never pays.
 BUSY = {"blas": 4.0, "tiles dot x4": 1.0, "tiles": 0.5, "1 thread": 1.0, "threads": 3.0}
 QUIET = {"blas": 1.0, "tiles dot x4": 1.5, "blas prefill": 0.5, "1 thread": 2.0, "threads": 1.0}
-BUSY_CHOICES = dict(decode="tiles", prefill="tiles", fp32_threads_from=calibrate.NEVER,
-                    int8_threads_from=calibrate.NEVER)
+BUSY_CHOICES = dict(decode="tiles", prefill="tiles", fp32_threads_from=1 << 18,   # the largest size timed
+                    int8_threads_from=1 << 18)
 QUIET_CHOICES = dict(decode="blas", prefill="blas", fp32_threads_from=1 << 17, int8_threads_from=1 << 17)
 
 

@@ -271,7 +271,7 @@ def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
 
 @pytest.mark.parametrize("threads_win_at, chosen", [
     ({2**18, 2**20, 2**21, 2**22, 2**23, 2**24}, 2**20),   # a win at 2^18 alone does not count: 2^19 lost
-    (set(), 1 << 62),                                      # threads never won: one thread always
+    (set(), 2**24),                                        # never won: shared from the largest size timed
 ])
 def test_threads_are_used_from_the_least_size_that_wins_at_every_larger_one(monkeypatch, threads_win_at, chosen):
     from minineo.fast import measure as calibrate

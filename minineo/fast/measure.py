@@ -182,7 +182,8 @@ def load(neighbours, ceiling, recheck):
 
 def threads_from(matrices, weight, choices, field, threads):
     """-> {"chosen": the least weights (one row of x) from which a product shared by the threads beat one
-    thread, at that size and every larger one measured; "seconds": each size's times}. Products of
+    thread, at that size and every larger one measured, else the largest size measured; "seconds": each
+    size's times}. Products of
     each size are taken over fresh rows of `matrices` (views, no copy), as a decode step meets them."""
     never, always = (dataclasses.replace(choices, **{field: n}) for n in (NEVER, 1))
     x = np.ones((1, COLS), np.float32)
@@ -202,5 +203,9 @@ def threads_from(matrices, weight, choices, field, threads):
             w.matmul_t(x, chosen)
     seconds = timed_passes(candidates, one_pass)
     wins = [seconds[size, "threads"] < seconds[size, "1 thread"] for size in sizes]
-    chosen = next((size for i, size in enumerate(sizes) if all(wins[i:])), NEVER)
+    # Where threads never won, products from the largest size timed on are still shared: these sizes are
+    # read from the cache pass after pass, where a decode step reads its larger matrices (2.7B's LM head:
+    # 129 M weights) from memory, and there two threads pay (quiet Xeon, 2.7B int8 decode: 1.26 tok/s
+    # with one thread for every int8 product, 1.81 from 2^24 weights, 2.06 from 2^21).
+    chosen = next((size for i, size in enumerate(sizes) if all(wins[i:])), sizes[-1])
     return {"chosen": chosen, "seconds": {f"{size} {mode}": t for (size, mode), t in seconds.items()}}
