@@ -178,8 +178,8 @@ def test_fast_plain_and_int8_loads_cache_alike(numpy_checkpoint, int8):
 def test_hooks_stay_on_while_generating(numpy_checkpoint):
     model = minineo.load(numpy_checkpoint())
     lengths = []
-    new = minineo.generate_ids(model, [[5, 6, 7]], max_new_tokens=4,
-                               hooks=[("blocks.0.attn.hook_pattern", lambda p, hook: lengths.append(p.shape))])
+    minineo.generate_ids(model, [[5, 6, 7]], max_new_tokens=4,
+                         hooks=[("blocks.0.attn.hook_pattern", lambda p, hook: lengths.append(p.shape))])
     assert lengths == [(1, 4, 3, 3)] + [(1, 4, 1, 3 + n) for n in range(1, 4)], lengths   # the last token is never fed
 
 

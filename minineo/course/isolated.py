@@ -8,7 +8,6 @@ blow-up meets a MemoryError at MEMORY bytes more than the checker holds. Where f
 (Windows), the steps run in this process and only exceptions are caught.
 """
 import multiprocessing
-import os
 import pickle
 import sys
 

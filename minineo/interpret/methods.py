@@ -89,6 +89,7 @@ def ablate_heads(heads, how="zero", cache=None):
     return [(f"blocks.{layer}.attn.hook_z", hook_for(layer, chosen)) for layer, chosen in sorted(by_layer.items())]
 
 
+LOGITS_BYTES = 256 << 20   # what one batch of patched runs may hold in logits
 PATCHED = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "z": "attn.hook_z"}
 
 
@@ -132,8 +133,6 @@ def patch_grid(model, clean_ids, corrupted_ids, metric, what="resid_pre", attent
                 grid[layer, c] = metric(run[0] if squeeze else run)
     return grid
 
-
-LOGITS_BYTES = 256 << 20
 
 
 def put_piece(clean, chosen, B):  # a hook: run c of the batch gets piece chosen[c] (a position, or a head) of clean

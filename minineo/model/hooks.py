@@ -71,18 +71,18 @@ def closest(name, names):  # a one-line hint: the nearest known names
     return f"closest: {', '.join(near)}" if near else "names look like blocks.0.attn.hook_pattern"
 
 
-def matching(names_filter, names, what):  # a name, a list of names or a predicate -> the names it picks
-    if isinstance(names_filter, str) or isinstance(names_filter, (list, tuple)):
+def matching(names_filter, names):  # a name, a list of names or a predicate -> the names it picks
+    if isinstance(names_filter, (str, list, tuple)):
         wanted = [names_filter] if isinstance(names_filter, str) else list(names_filter)
         for name in wanted:
             if name not in names:
-                raise MinineoError(f"{what}: unknown hook name {name!r} ({closest(str(name), names)})")
+                raise MinineoError(f"hook: unknown hook name {name!r} ({closest(str(name), names)})")
         return wanted
     if not callable(names_filter):
-        raise MinineoError(f"{what}: expected a hook name, a list of names or a predicate, got {names_filter!r}")
+        raise MinineoError(f"hook: expected a hook name, a list of names or a predicate, got {names_filter!r}")
     picked = [name for name in names if names_filter(name)]
     if not picked:
-        raise MinineoError(f"{what}: the predicate matches no hook point (names look like blocks.0.attn.hook_pattern)")
+        raise MinineoError("hook: the predicate matches no hook point (names look like blocks.0.attn.hook_pattern)")
     return picked
 
 
@@ -92,7 +92,7 @@ def attach(hooks, num_layers, squeeze):  # [(names, fn)] -> the Hook that runs e
     names = hook_names(num_layers)
     table = {}
     for names_filter, fn in hooks:
-        for name in matching(names_filter, names, "hook"):
+        for name in matching(names_filter, names):
             table.setdefault(name, []).append(fn)
 
     def apply(name, value):
@@ -148,13 +148,12 @@ class ActivationCache(dict):
         return dict.__getitem__(self, name)
 
     def save(self, activation, hook):
-        dict.__setitem__(self, hook.name, activation)
+        self[hook.name] = activation
 
 
 def run_with_cache(model, ids, names_filter=None, attention_mask=None, cache=None, fwd_hooks=()):
     # -> logits, ActivationCache. fwd_hooks run first, so the cache holds what they made.
     activations = ActivationCache()
-    every = names_filter is None
-    logits = model(ids, attention_mask, cache, hooks=[*fwd_hooks, ((lambda name: True) if every else names_filter,
-                                                                   activations.save)])
+    picked = (lambda name: True) if names_filter is None else names_filter
+    logits = model(ids, attention_mask, cache, hooks=[*fwd_hooks, (picked, activations.save)])
     return logits, activations

@@ -10,8 +10,7 @@ from ..model.attention import causal_mask
 from ..model.embedding import embed, lm_head
 from ..model.checks import check_token_ids, named_weights
 from ..model.layer_norm import layer_norm
-from .backward import (block_backward, block_forward, cross_entropy, cross_entropy_backward, embed_backward,
-                       layer_norm_backward, lm_head_backward)
+from .backward import block_backward, block_forward, cross_entropy, embed_backward, layer_norm_backward
 
 # Tokens whose logits are made at once: [4096, 50257] float32 logits are 0.8 GB, so the head and the
 # loss go a block of rows at a time, in one buffer (512 rows of GPT-2's vocabulary: 103 MB). Each block
