@@ -9,6 +9,7 @@
     cpu.py        the CPU's name, cores and caches
     memory.py     malloc settings that keep freed memory for the next step's temporaries
     banded.py     attention a block of queries at a time, over only the keys in view (local layers)
+    elementwise.py  a prompt's GELU in blocks of rows that stay in L2, shared by the threads where it pays
 
 `tiled(params)` swaps every matrix of a model's weights for its tiled version; the forward pass is
 unchanged, since `linear` only ever writes `x @ w.T`. tests/test_fast.py checks that both give the

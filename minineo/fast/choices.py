@@ -24,6 +24,8 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       were within noise of each other on a 2-core AMD EPYC, Zen 5)
     prompt_attention  how a prompt's attention runs (fast/banded.py): "one" (one thread) or "heads"
                       (minineo's threads share its heads: the softmax and masking, not only the products)
+    prompt_elementwise how a prompt's GELU runs (fast/elementwise.py): "one" (one thread, a block of
+                      rows at a time) or "rows" (minineo's threads share the blocks)
     fp32_threads_from weights x rows of x from which a tiled float32 product is shared by minineo's
     int8_threads_from threads, and an int8 one: below it a parallel region (waking the pool's
                       threads) costs more than a second thread saves. On a quiet 2-core Xeon, 125M
@@ -78,12 +80,14 @@ class Choices:
     prefill: str = "blas"
     int8_prefill_rows: int = 256
     prompt_attention: str = "one"
+    prompt_elementwise: str = "one"
     fp32_threads_from: int = 1 << 22
     int8_threads_from: int = 1 << 22
 
 
 ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "int8_cast": ("direct", "int16"),
-           "prefill": ("blas", "tiles"), "prompt_attention": ("one", "heads")}
+           "prefill": ("blas", "tiles"), "prompt_attention": ("one", "heads"),
+           "prompt_elementwise": ("one", "rows")}
 NAMES = [field.name for field in dataclasses.fields(Choices)]
 _chosen = {}   # threads -> Choices, for this process
 

@@ -6,8 +6,8 @@ pass, as a decode step takes them: the best of them is this machine's memory-ban
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
 are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
 with 128 rows of x (int8 prompts for each height of tile); from what size a product pays for the
-threads, over rows of those matrices; and a 128-token prompt's attention on one thread or with its
-heads shared. Values do not matter for speed, so the matrices are ones.
+threads, over rows of those matrices; a 128-token prompt's attention on one thread or with its
+heads shared, and its GELU on one thread or shared. Values do not matter for speed, so the matrices are ones.
 
 A neighbour can only slow a candidate down, never speed it up, so:
 - candidates take turns pass by pass (each pass in a new order), and each keeps its best pass: a
@@ -26,6 +26,7 @@ import numpy as np
 from .choices import Choices
 from .cpu import LOADED_CORES, Neighbours, cache_bytes
 from .banded import banded_attention
+from .elementwise import gelu_new_rows
 from .int8 import Int8Weight
 from .tiled import TiledWeight
 
@@ -143,6 +144,20 @@ def measure(threads, nbytes=None):
     # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
     prompt_attention = "heads" if attention_s.get("heads", float("inf")) * TILES_MARGIN < attention_s["one"] else "one"
 
+    # A prompt's GELU over 125M's and 2.7B's MLP widths, in blocks on one thread or shared, each right
+    # after a q/k/v product as above (the same spinning workers meet it in a model).
+    pre = [np.ones((PROMPT_ROWS, width), np.float32) for width in (3072, 4 * COLS)]
+    ways = {way: dataclasses.replace(ways["one"], prompt_attention=prompt_attention, prompt_elementwise=way)
+            for way in (("one", "rows") if threads > 1 else ("one",))}
+
+    def gelu_pass(choices):
+        for _ in range(ATTENTION_REPEATS):
+            for p in pre:
+                qkv.matmul_t(small_prompt, choices)
+                gelu_new_rows(p, choices)
+    gelu_s = timed_passes({way: (c,) for way, c in ways.items()}, gelu_pass)
+    prompt_elementwise = "rows" if gelu_s.get("rows", float("inf")) * TILES_MARGIN < gelu_s["one"] else "one"
+
     # The ceiling again, now that everything else ran: it tells whether the machine stayed as it was.
     again = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass, passes=RECHECK_PASSES)
     gbps = {label: nbytes / min(first[label], again[label]) / 1e9 for label in decode}
@@ -159,12 +174,13 @@ def measure(threads, nbytes=None):
                                   int8_cast=best_int8.int8_cast, prefill=prefill_way,
                                   int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
-                                  prompt_attention=prompt_attention)
+                                  prompt_attention=prompt_attention, prompt_elementwise=prompt_elementwise)
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
                 "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
                 "prompt_qkv_and_attention_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in attention_s.items()},
+                "prompt_qkv_and_gelu_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in gelu_s.items()},
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured

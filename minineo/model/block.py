@@ -12,7 +12,9 @@ from .mlp import feed_forward
 class Layer:
     """One block in one call of the model: everything its functions need besides the weights and x,
     bound once. at(name, x) is a hook point (x itself unless a hook is attached); `**at.ln1` hands
-    ln_1's hook points to layer_norm, and nothing at all when no hook is attached."""
+    ln_1's hook points to layer_norm, and nothing at all when no hook is attached (`**at.mlp` likewise,
+    and the faster gelu where one is set: the course swaps students' functions into the plain model,
+    which sets none)."""
     n_head: int
     eps: float
     window: int | None           # a local layer's window; None for a global layer
@@ -21,13 +23,15 @@ class Layer:
     cache: object = None         # this layer's KV cache (minineo.model.cache), or None
     attend: object = masked_attention   # or a faster function of the same arguments and numbers
     hook: Hook = NO_HOOK         # this block's hook points, "blocks.{i}."
+    gelu: object = None          # None: the MLP's gelu_new; or a faster function of the same numbers
     ln1: Hook = field(init=False)
     attn: Hook = field(init=False)
     ln2: Hook = field(init=False)
-    mlp: Hook = field(init=False)
+    mlp: dict = field(init=False)   # feed_forward's keyword arguments: its hook points and gelu, where set
 
     def __post_init__(self):
-        self.ln1, self.attn, self.ln2, self.mlp = (self.hook.at(part) for part in ("ln1", "attn", "ln2", "mlp"))
+        self.ln1, self.attn, self.ln2 = (self.hook.at(part) for part in ("ln1", "attn", "ln2"))
+        self.mlp = {**self.hook.at("mlp"), **({} if self.gelu is None else {"gelu": self.gelu})}
 
     def __call__(self, name, value):
         return self.hook(name, value)

@@ -14,13 +14,13 @@ from .layer_norm import layer_norm
 
 
 def gpt_neo(ids, positions, params, config, q_idx, real, cache=None, attend=masked_attention,
-            hook=NO_HOOK, resume=None):  # [B, T] -> [B, T, d]
+            hook=NO_HOOK, resume=None, gelu=None):  # [B, T] -> [B, T, d]
     # q_idx [T]: the new tokens' sequence indices; real [B, N]: which indices are not padding.
     # resume: (block l, the stream entering it) to run only blocks l.. (activation patching keeps the rest).
     start, x = resume or (0, embed(ids, positions, params["wte"], params["wpe"], **hook))
     for i in range(start, config.num_layers):
         at = Layer(config.num_heads, config.layer_norm_epsilon, config.window(config.attention_layers[i]), q_idx,
-                   real, None if cache is None else cache.layers[i], attend, hook.at(f"blocks.{i}"))
+                   real, None if cache is None else cache.layers[i], attend, hook.at(f"blocks.{i}"), gelu)
         x = block(x, **params["blocks"][i], at=at)
     return layer_norm(x, **params["ln_f"], eps=config.layer_norm_epsilon, **hook.at("ln_final"))
 
@@ -37,11 +37,12 @@ class GPTNeo:
     left-padded batches; cache=model.new_cache(B) to feed the sequence a piece at a time;
     hooks=[(name or names or predicate, fn)] to read or replace activations (minineo/model/hooks.py).
     attend: how attention is computed, masked_attention (the whole matrix) or a faster function
-    that gives the same numbers (minineo.load passes minineo.fast.banded's)."""
+    that gives the same numbers (minineo.load passes minineo.fast.banded's); gelu likewise, None for
+    the MLP's gelu_new (minineo.load passes minineo.fast.elementwise's)."""
 
-    def __init__(self, config, params, tokenizer=None, source=None, attend=masked_attention):
+    def __init__(self, config, params, tokenizer=None, source=None, attend=masked_attention, gelu=None):
         self.config, self.params, self.tokenizer, self.source = config, params, tokenizer, source
-        self.attend = attend
+        self.attend, self.gelu = attend, gelu
 
     def __call__(self, ids, attention_mask=None, cache=None, hooks=(), resume=None):  # [B, T] -> [B, T, V] (or [T] -> [T, V])
         return self.logits(self.forward(ids, attention_mask, cache, hooks=hooks, resume=resume))
@@ -69,7 +70,8 @@ class GPTNeo:
         # A hooked run scores the whole [T, S] matrix, so that every pattern a hook sees is whole.
         h = gpt_neo(ids, padded_positions(mask, seen), self.params, self.config,
                     q_idx=np.arange(start, start + ids.shape[1]), real=real, cache=cache,
-                    attend=self.attend if hook is NO_HOOK else masked_attention, hook=hook, resume=resume)
+                    attend=self.attend if hook is NO_HOOK else masked_attention, gelu=self.gelu, hook=hook,
+                    resume=resume)
         return h[0] if squeeze else h
 
     def run_with_cache(self, ids, names_filter=None, attention_mask=None, cache=None, fwd_hooks=()):  # -> logits, cache

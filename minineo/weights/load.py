@@ -2,6 +2,7 @@
 from ..errors import MinineoError
 from ..fast import tiled
 from ..fast.banded import banded_attention
+from ..fast.elementwise import gelu_new_rows
 from ..fast.memory import keep_freed_memory
 from ..model import GPTNeo
 from .checkpoint import load_params
@@ -16,7 +17,8 @@ def load(name=None, int8=False, fast=True):
 
     int8=True quantizes every matrix to int8 at load. fast=False keeps float32 matrices as plain NumPy
     arrays, so that `x @ w.T` is NumPy's own product, and attention scores the whole masked matrix:
-    the textbook path, slower on several cores and on long prompts.
+    the textbook path, slower on several cores and on long prompts (GELU too: fast=True computes a
+    prompt's in blocks of rows, minineo.fast.elementwise).
     fast=True also keeps freed memory in the process for the next step's arrays (minineo.fast.memory)."""
     directory = resolve(name)
     config = load_config(directory / "config.json")
@@ -29,4 +31,5 @@ def load(name=None, int8=False, fast=True):
     if not fast:
         return GPTNeo(config, params, tokenizer, source=str(directory))
     keep_freed_memory()
-    return GPTNeo(config, tiled(params), tokenizer, source=str(directory), attend=banded_attention)
+    return GPTNeo(config, tiled(params), tokenizer, source=str(directory), attend=banded_attention,
+                  gelu=gelu_new_rows)
