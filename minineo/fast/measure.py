@@ -7,7 +7,8 @@ a matrix-vector product. int8 tiles, for each tile size and each way of casting 
 are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
 with 128 rows of x (int8 prompts for each height of tile); from what size a product pays for the
 threads, over rows of those matrices; a 128-token prompt's attention on one thread or with its
-heads shared, and its GELU on one thread or shared. Values do not matter for speed, so the matrices are ones.
+heads shared, and its GELU on one thread or shared. Values do not matter for speed, so the matrices
+are ones.
 
 A neighbour can only slow a candidate down, never speed it up, so:
 - candidates take turns pass by pass (each pass in a new order), and each keeps its best pass: a
@@ -147,15 +148,15 @@ def measure(threads, nbytes=None):
     # A prompt's GELU over 125M's and 2.7B's MLP widths, in blocks on one thread or shared, each right
     # after a q/k/v product as above (the same spinning workers meet it in a model).
     pre = [np.ones((PROMPT_ROWS, width), np.float32) for width in (3072, 4 * COLS)]
-    ways = {way: dataclasses.replace(ways["one"], prompt_attention=prompt_attention, prompt_elementwise=way)
-            for way in (("one", "rows") if threads > 1 else ("one",))}
+    gelu_ways = {way: dataclasses.replace(ways["one"], prompt_attention=prompt_attention, prompt_elementwise=way)
+                 for way in (("one", "rows") if threads > 1 else ("one",))}
 
     def gelu_pass(choices):
         for _ in range(ATTENTION_REPEATS):
             for p in pre:
                 qkv.matmul_t(small_prompt, choices)
                 gelu_new_rows(p, choices)
-    gelu_s = timed_passes({way: (c,) for way, c in ways.items()}, gelu_pass)
+    gelu_s = timed_passes({way: (c,) for way, c in gelu_ways.items()}, gelu_pass)
     prompt_elementwise = "rows" if gelu_s.get("rows", float("inf")) * TILES_MARGIN < gelu_s["one"] else "one"
 
     # The ceiling again, now that everything else ran: it tells whether the machine stayed as it was.
