@@ -75,3 +75,17 @@ def test_the_fast_model_takes_the_blocks_for_a_prompt_and_gives_gelu_news_number
     assert not blocks and minineo.load(tmp_path, fast=False).gelu is None
     assert np.array_equal(h, expected), first_difference(h, expected)
     choices.forget()
+
+
+@pytest.mark.parametrize("way, pieces", [("one", 1), ("rows", 4)])
+def test_shared_rows_are_two_pieces_a_thread(monkeypatch, way, pieces):
+    # Two pieces a thread, so that a core slowed by another program hands one over; one thread: one piece.
+    asked = []
+    real = elementwise.parallel_for
+    monkeypatch.setattr(elementwise, "parallel_for", lambda n, work, t=None: (asked.append((n, t)), real(n, work, t)))
+    threads.set_threads(2)
+    try:
+        elementwise.gelu_new_rows(values((64, 128)), choices.Choices(prompt_elementwise=way))
+    finally:
+        threads.set_threads(None)
+    assert asked == [(pieces, 2 if way == "rows" else 1)], asked
