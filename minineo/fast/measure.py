@@ -131,33 +131,34 @@ def measure(threads, nbytes=None):
     # q/k/v for both (2.7B's would take seconds: any product on BLAS's threads leaves them spinning).
     prefill_way = max(gflops, key=gflops.get)
     qkv, small_prompt = TiledWeight(np.ones((3 * 768, 768), np.float32)), np.ones((PROMPT_ROWS, 768), np.float32)
+
+    def one_or_shared(choices, field, shared, inputs, step):
+        """-> (the way kept for `field`, each way's ms a repeat): step(input, choices) for every input, each
+        right after the q/k/v product, with `field` "one" and (given threads) `shared`. Shared only where it
+        clearly wins: a parallel region also wakes a sleeping pool in a model."""
+        ways = {way: dataclasses.replace(choices, **{field: way})
+                for way in (("one", shared) if threads > 1 else ("one",))}
+
+        def one_pass(chosen):
+            for _ in range(ATTENTION_REPEATS):
+                for item in inputs:
+                    qkv.matmul_t(small_prompt, chosen)
+                    step(item, chosen)
+        seconds = timed_passes({way: (c,) for way, c in ways.items()}, one_pass)
+        kept = shared if seconds.get(shared, float("inf")) * TILES_MARGIN < seconds["one"] else "one"
+        return kept, {way: 1000 * t / ATTENTION_REPEATS for way, t in seconds.items()}
+
     heads = [np.ones((1, h, PROMPT_ROWS, hd), np.float32) for h, hd in ((12, 64), (20, 128))]
     idx, real = np.arange(PROMPT_ROWS), np.ones((1, PROMPT_ROWS), bool)
-    ways = {way: dataclasses.replace(best_tiles, prefill=prefill_way, prompt_attention=way)
-            for way in (("one", "heads") if threads > 1 else ("one",))}
-
-    def attention_pass(choices):
-        for _ in range(ATTENTION_REPEATS):
-            for q in heads:
-                qkv.matmul_t(small_prompt, choices)
-                banded_attention(q, q, q, idx, idx, real, choices=choices)
-    attention_s = timed_passes({way: (c,) for way, c in ways.items()}, attention_pass)
-    # the heads shared only where they clearly win: a parallel region also wakes a sleeping pool in a model
-    prompt_attention = "heads" if attention_s.get("heads", float("inf")) * TILES_MARGIN < attention_s["one"] else "one"
-
-    # A prompt's GELU over 125M's and 2.7B's MLP widths, in blocks on one thread or shared, each right
-    # after a q/k/v product as above (the same spinning workers meet it in a model).
+    prompt_attention, attention_ms = one_or_shared(
+        dataclasses.replace(best_tiles, prefill=prefill_way), "prompt_attention", "heads", heads,
+        lambda q, chosen: banded_attention(q, q, q, idx, idx, real, choices=chosen))
+    # A prompt's GELU over 125M's and 2.7B's MLP widths, in blocks on one thread or shared, after the same
+    # product (the same spinning workers meet it in a model).
     pre = [np.ones((PROMPT_ROWS, width), np.float32) for width in (3072, 4 * COLS)]
-    gelu_ways = {way: dataclasses.replace(ways["one"], prompt_attention=prompt_attention, prompt_elementwise=way)
-                 for way in (("one", "rows") if threads > 1 else ("one",))}
-
-    def gelu_pass(choices):
-        for _ in range(ATTENTION_REPEATS):
-            for p in pre:
-                qkv.matmul_t(small_prompt, choices)
-                gelu_new_rows(p, choices)
-    gelu_s = timed_passes({way: (c,) for way, c in gelu_ways.items()}, gelu_pass)
-    prompt_elementwise = "rows" if gelu_s.get("rows", float("inf")) * TILES_MARGIN < gelu_s["one"] else "one"
+    prompt_elementwise, gelu_ms = one_or_shared(
+        dataclasses.replace(best_tiles, prefill=prefill_way, prompt_attention=prompt_attention),
+        "prompt_elementwise", "rows", pre, gelu_new_rows)
 
     # The ceiling again, now that everything else ran: it tells whether the machine stayed as it was.
     again = timed_passes({label: (c,) for label, c in decode.items()}, fp32_pass, passes=RECHECK_PASSES)
@@ -180,8 +181,7 @@ def measure(threads, nbytes=None):
                 "fp32_decode_gb_per_s": gbps, "int8_decode_g_weights_per_s": int8_gws,
                 "prefill_gflop_per_s": gflops, "int8_prefill_gflop_per_s": int8_gflops,
                 "fp32_threads_from": fp32_from, "int8_threads_from": int8_from,
-                "prompt_qkv_and_attention_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in attention_s.items()},
-                "prompt_qkv_and_gelu_ms": {way: 1000 * t / ATTENTION_REPEATS for way, t in gelu_s.items()},
+                "prompt_qkv_and_attention_ms": attention_ms, "prompt_qkv_and_gelu_ms": gelu_ms,
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured
