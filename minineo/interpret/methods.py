@@ -122,8 +122,8 @@ def patch_grid(model, clean_ids, corrupted_ids, metric, what="resid_pre", attent
             chosen = np.arange(first, min(first + together, pieces))                 # the pieces patched now
             stream = np.repeat(base["resid_pre", layer][None], len(chosen), axis=0)  # [C, B, T, d]
             hooks = []
-            if what == "resid_pre":   # run c gets position chosen[c] from the clean run
-                stream[np.arange(len(chosen)), :, chosen] = theirs[wanted[layer]][:, chosen].swapaxes(0, 1)
+            if what == "resid_pre":   # put into the stream the resumed runs start from
+                put_pieces(stream, theirs[wanted[layer]], chosen)
             else:
                 hooks = [(wanted[layer], put_piece(theirs[wanted[layer]], chosen, B))]
             C = len(chosen)
@@ -134,14 +134,17 @@ def patch_grid(model, clean_ids, corrupted_ids, metric, what="resid_pre", attent
     return grid
 
 
+def put_pieces(runs, clean, chosen):  # run c of runs [C, B, T, ...] gets piece chosen[c] of clean [B, T, ...]
+    c = np.arange(len(chosen))
+    if runs.ndim == 4:    # a position: [C, B, T, d]
+        runs[c, :, chosen] = clean[:, chosen].swapaxes(0, 1)
+    else:                 # a head: [C, B, T, H, hd]
+        runs[c, :, :, chosen] = np.moveaxis(clean[:, :, chosen], 2, 0)
+
 
 def put_piece(clean, chosen, B):  # a hook: run c of the batch gets piece chosen[c] (a position, or a head) of clean
     def patch(act, hook):   # [C * B, T, d], or [C * B, T, H, hd] for z
         act = act.reshape(len(chosen), B, *act.shape[1:]).copy()
-        c = np.arange(len(chosen))
-        if act.ndim == 4:    # a position: [C, B, T, d]
-            act[c, :, chosen] = clean[:, chosen].swapaxes(0, 1)
-        else:                # a head: [C, B, T, H, hd]
-            act[c, :, :, chosen] = np.moveaxis(clean[:, :, chosen], 2, 0)
+        put_pieces(act, clean, chosen)
         return act.reshape(len(chosen) * B, *act.shape[2:])
     return patch
