@@ -76,6 +76,22 @@ def student_step(exercise, fn, case):  # runs in the child: the student's output
     return seen, changed_inputs(exercise, args, kwargs, before) if exercise.checks_inputs else ""
 
 
+def case_results(exercise, fn, filename):
+    """fn on every case, each in the child (isolated.py) -> (number, case, outcome, problem) per case, in
+    order: problem is what differs from the reference (or the inputs fn changed), "" when it matches, None
+    when the case did not return."""
+    cases = exercise.ordered_cases()
+    steps = [functools.partial(student_step, exercise, fn, case) for case in cases]
+    outcomes = run_isolated(steps, functools.partial(their_line, filename=filename))
+    for number, (case, outcome) in enumerate(zip(cases, outcomes), 1):
+        problem = None
+        if outcome.ok:
+            seen, changed = outcome.value
+            problem = changed or (str(seen) if isinstance(seen, CacheProblem) else difference(
+                seen, call_quietly(exercise, exercise.reference, *case.build()), exercise.rtol, exercise.atol))
+        yield number, case, outcome, problem
+
+
 def error_lines(name, number, case, outcome, first=True):  # a case that raised or stopped, in the student's words
     if outcome.ended:
         return [f"{name}: FAILED on case {number}, {case.what}:" if first else f"  and on case {number}, {case.what}:",
@@ -91,24 +107,16 @@ def check(exercise, fn, filename=None):
     case: only a case that returned and matched counts, so a check is OK only when every case did."""
     name = exercise.name
     cases = exercise.ordered_cases()
-    name_error = functools.partial(their_line, filename=filename)
-    steps = [functools.partial(student_step, exercise, fn, case) for case in cases]
     failures, outputs, broken = [], {}, []   # mismatches; case number -> output; (number, case, outcome)
-    for number, (case, outcome) in enumerate(zip(cases, run_isolated(steps, name_error)), 1):
+    for number, case, outcome, problem in case_results(exercise, fn, filename):
         if outcome.kind == "not written":
             return not_written(name, outcome)
         if not outcome.ok:
             broken.append((number, case, outcome))
             continue
-        seen, changed = outcome.value
-        outputs[number] = seen
-        if changed:
-            failures.append((number, case, seen, changed))
-            continue
-        expected = call_quietly(exercise, exercise.reference, *case.build())
-        problem = str(seen) if isinstance(seen, CacheProblem) else difference(seen, expected, exercise.rtol, exercise.atol)
+        outputs[number] = outcome.value[0]
         if problem:
-            failures.append((number, case, seen, problem))
+            failures.append((number, case, outcome.value[0], problem))
     ran = len(outputs) + len(broken)
     if not failures and not broken and ran == len(cases):
         return Result(name, "ok", [f"{name}: OK, the same as {exercise.where} on {len(cases)} cases "
@@ -221,22 +229,14 @@ def with_references(fn, helpers):  # fn, calling minineo's own functions where i
 
 def blame_helpers(exercise, fn, suspects, filename):  # -> a diagnosis naming the student's helper, or None
     from .exercises import EXERCISES
-    cases = exercise.ordered_cases()
-    swapped = with_references(fn, suspects)
-    steps = [functools.partial(student_step, exercise, swapped, case) for case in cases]
     outputs, failures, complete = {}, [], True
-    for number, (case, outcome) in enumerate(zip(cases, run_isolated(steps, functools.partial(
-            their_line, filename=filename))), 1):
+    for number, case, outcome, problem in case_results(exercise, with_references(fn, suspects), filename):
         if not outcome.ok:
             complete = False
             continue
-        seen, changed = outcome.value
-        outputs[number] = seen
-        expected = call_quietly(exercise, exercise.reference, *case.build())
-        problem = changed or (str(seen) if isinstance(seen, CacheProblem)
-                              else difference(seen, expected, exercise.rtol, exercise.atol))
+        outputs[number] = outcome.value[0]
         if problem:
-            failures.append((number, case, seen, problem))
+            failures.append((number, case, outcome.value[0], problem))
     listed = ", ".join(suspects)
     checked = {h: check(EXERCISES[h], helper, filename) for h, helper in suspects.items()}
     wrong = {h: r for h, r in checked.items() if r.status not in ("ok", "not written")}   # a stub it never calls: no blame

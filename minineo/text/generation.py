@@ -20,6 +20,7 @@ from ..model.checks import check_token_ids
 from .settings import DEFAULT_MAX_NEW_TOKENS, Settings
 from .stream import StreamDetokenizer
 
+
 def plan_lengths(T, settings, context):
     # prompt length T -> (prompt tokens kept, max new tokens, new tokens before EOS is allowed)
     max_new = settings.max_new_tokens
