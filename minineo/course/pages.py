@@ -221,8 +221,8 @@ def write_index(out, pages):  # the course home page: every notebook in lesson o
             cards.append(f'<div class="card"><h3>{name} <span class="kind">{kind}</span></h3>'
                          f'{f"<ul>{items}</ul>" if items else ""}'
                          f'{f"<p class=time>Time: {inline(minutes)}</p>" if minutes else ""}</div>')
-        heading = about(paths[0])[0] if paths[0].parent.name != "exercises" else about(paths[0])[0].split(". ", 1)[-1]
-        heading = re.sub(r"^\d+\. ", "", heading)
+        heading = about(paths[0])[0]   # the lesson's first notebook's title, without "Exercise 6." or "3."
+        heading = re.sub(r"^\d+\. ", "", heading.split(". ", 1)[-1] if paths[0].parent.name == "exercises" else heading)
         sections.append(f"<h2>Lesson {lesson}: {inline(heading)}</h2>\n" + "\n".join(cards))
     if extra:
         sections.append("<h2>Other pages</h2>\n" + "\n".join(
