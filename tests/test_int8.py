@@ -20,7 +20,7 @@ def force(monkeypatch, int8_tile_kib, cast, prefill_rows=256):
     monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
                                     f"int8_tile_kib={int8_tile_kib},int8_cast={cast},"
                                     f"fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows={prefill_rows},"
-                                    "prompt_attention=heads,prompt_elementwise=rows")
+                                    "prompt_attention=heads,prompt_elementwise=rows,int8_workers=threads")
     choices.forget()
 
 

@@ -31,6 +31,9 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       threads) costs more than a second thread saves. On a quiet 2-core Xeon, 125M
                       int8 decode ran 28.5 tok/s from 2^22, 33.2 from 2^20 (which shares the MLP's
                       3072 x 768 matrices), 29.5 from 2^18
+    int8_workers      who shares an int8 weight's tiles for a few rows of x (fast/processes.py): minineo's
+                      "threads", or "processes" (the main one and workers): each NumPy call of a tile
+                      hands Python's GIL over, and on the 2-core Xeon two threads waited on each other
 
 A measurement is only as good as the machine was quiet: on a 2-core AMD EPYC, one taken while pip
 used a core chose tiles and one thread where the quiet machine chose BLAS and two, and made int8
@@ -83,11 +86,12 @@ class Choices:
     prompt_elementwise: str = "one"
     fp32_threads_from: int = 1 << 22
     int8_threads_from: int = 1 << 22
+    int8_workers: str = "threads"
 
 
 ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "int8_cast": ("direct", "int16"),
            "prefill": ("blas", "tiles"), "prompt_attention": ("one", "heads"),
-           "prompt_elementwise": ("one", "rows")}
+           "prompt_elementwise": ("one", "rows"), "int8_workers": ("threads", "processes")}
 NAMES = [field.name for field in dataclasses.fields(Choices)]
 _chosen = {}   # threads -> Choices, for this process
 
@@ -254,10 +258,15 @@ def ago(seconds):  # 75 -> "1 minute", 7300 -> "2 hours"
     return f"{max(0, int(seconds))} seconds"
 
 
-def run_module(module, *argv, **options):  # `python -m module argv` with this minineo, installed or not
+def python_command(*argv):  # -> the command and environment of `python argv` that imports this minineo, installed or not
     root = str(Path(__file__).resolve().parent.parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", module, *argv], env=env, **options)
+    return [sys.executable, *argv], env
+
+
+def run_module(module, *argv, **options):  # `python -m module argv` with this minineo
+    command, env = python_command("-m", module, *argv)
+    return subprocess.run(command, env=env, **options)
 
 
 def calibrate_in_child(threads, why="first time", megabytes=None):

@@ -79,18 +79,23 @@ def load_average():  # -> the 1-minute load average (runnable threads, this proc
 
 class Neighbours:
     """How many cores other programs kept busy, on average, since this was made: the CPUs' busy time
-    less this process's own CPU time, per second of wall clock. A program spinning on one core reads
+    less the CPU time of this process and of its children that ended (int8 workers), per second of wall clock. A program spinning on one core reads
     about 1.0; a quiet machine about 0.01."""
 
     def __init__(self):
-        self.wall, self.own, self.busy = time.perf_counter(), time.process_time(), busy_seconds()
+        self.wall, self.own, self.busy = time.perf_counter(), own_seconds(), busy_seconds()
         self.load_before = load_average()
 
     def read(self):  # -> {"others_cores": float or None (unknown), "wall_s", "cpu_s" (this process), "load_average"}
-        wall, own, busy = time.perf_counter() - self.wall, time.process_time() - self.own, busy_seconds()
+        wall, own, busy = time.perf_counter() - self.wall, own_seconds() - self.own, busy_seconds()
         others = None if busy is None or self.busy is None else max(0.0, busy - self.busy - own) / wall
         return {"others_cores": others, "wall_s": wall, "cpu_s": own,
                 "load_average": [self.load_before, load_average()]}
+
+
+def own_seconds():  # CPU time of this process and of its children that have ended (int8 workers: processes.py)
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def others_busy(seconds=0.5):  # -> cores other programs kept busy over the next `seconds` (None: unknown)

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from ..errors import MinineoError
+from . import processes
 from .choices import PREFILL_ROWS
 from .tiled import TiledWeight, multiply
 
@@ -72,6 +73,9 @@ class Int8Weight(TiledWeight):
         else:
             w[...] = self.q[r0:r1]
         multiply(x2, w, out, choices)                 # [M, in] @ [in, r] -> [M, r]
+
+    def by_processes(self, x2, y, rows, tile, threads, choices):  # the tiles on worker processes, where chosen
+        return processes.shared(self, x2, y, rows, tile, threads, choices)
 
     def finish(self, y):
         y *= self.scale                               # [M, out] * [out]

@@ -4,7 +4,8 @@ Decode reads every weight once per token, so its products are timed over float32
 than the last-level cache together (at least twice the L3, at most 1.5 GiB), each taken once per
 pass, as a decode step takes them: the best of them is this machine's memory-bandwidth ceiling for
 a matrix-vector product. int8 tiles, for each tile size and each way of casting them to float32,
-are timed over a quarter of that memory read as int8 (1 byte a weight); prompts over one matrix
+shared by threads or by processes, are timed over a quarter of that memory as int8 (1 byte a weight,
+in a temporary file that worker processes map too); prompts over one matrix
 with 128 rows of x (int8 prompts for each height of tile); from what size a product pays for the
 threads, over rows of those matrices; a 128-token prompt's attention on one thread or with its
 heads shared, and its GELU on one thread or shared. Values do not matter for speed, so the matrices
@@ -20,12 +21,14 @@ A neighbour can only slow a candidate down, never speed it up, so:
   choices.py uses it, and measures again at the first later run that finds the machine quiet.
 """
 import dataclasses
+import tempfile
 import time
 
 import numpy as np
 
 from .choices import Choices
 from .cpu import LOADED_CORES, Neighbours, cache_bytes
+from . import processes
 from .banded import banded_attention
 from .elementwise import gelu_new_rows
 from .int8 import Int8Weight
@@ -88,13 +91,17 @@ def measure(threads, nbytes=None):
     # the tiles that the int8 weights and the thresholds below are measured with
     best_tiles = decode[min((label for label in first if label != "blas"), key=first.get)]
 
-    # The same memory as int8 weights, as 2.7B's two MLP shapes: [4 x 10240, 2560] and [10240, 10240]
-    # (a quarter of them: a tile's cast, not the memory, bounds int8, and 8 candidates take turns)
+    # int8 weights as 2.7B's two MLP shapes, [4 x 10240, 2560] and [10240, 10240], mapped from a file as
+    # a checkpoint's are (worker processes map the same file): a quarter of the float32 bytes, since a
+    # tile's cast, not the memory, bounds int8, and the candidates take turns
+    scratch = int8_file(-(-n // 4) * rows * COLS * 4)
+    q8 = np.memmap(scratch.name, dtype=np.int8, mode="r").reshape(-1, rows, COLS * 4)
     int8 = [Int8Weight(q, np.ones(len(q), np.float32))
-            for q in (w.view(np.int8).reshape(-1, COLS * (1 + 3 * (i % 2)))
-                      for i, w in enumerate(fp32[:-(-n // 4)]))]
+            for q in (np.asarray(m).reshape(-1, COLS * (1 + 3 * (i % 2))) for i, m in enumerate(q8))]
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
-    tiles = {f"{cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib)
+    tiles = {f"{workers} {cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib,
+                                                                int8_workers=workers)
+             for workers in (("threads", "processes") if threads > 1 else ("threads",))
              for cast, sizes in INT8_TILES.items() for kib in sizes}
 
     def int8_pass(choices):
@@ -171,9 +178,11 @@ def measure(threads, nbytes=None):
         # product, unless the tiles clearly win.
         best_decode = decode["blas"]
 
+    processes.close()   # the workers mapped the scratch file
+    scratch.close()
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
-                                  int8_cast=best_int8.int8_cast, prefill=prefill_way,
+                                  int8_cast=best_int8.int8_cast, int8_workers=best_int8.int8_workers, prefill=prefill_way,
                                   int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
                                   prompt_attention=prompt_attention, prompt_elementwise=prompt_elementwise)
@@ -185,6 +194,15 @@ def measure(threads, nbytes=None):
                 "load": load(neighbours.read(), nbytes / min(first.values()) / 1e9,
                              nbytes / min(again.values()) / 1e9)}
     return choices, measured
+
+
+def int8_file(nbytes, chunk=1 << 24):  # -> a temporary file of nbytes of int8 ones, removed when closed
+    scratch = tempfile.NamedTemporaryFile(prefix="minineo-calibrate-", suffix=".int8")
+    ones = np.ones(chunk, np.int8)
+    for start in range(0, nbytes, chunk):   # written, not a sparse file: its pages must be real ones to read
+        scratch.write(ones[:min(chunk, nbytes - start)].tobytes())
+    scratch.flush()
+    return scratch
 
 
 def load(neighbours, ceiling, recheck):

@@ -66,7 +66,8 @@ class TiledWeight:
             r0, r1 = i * rows, min((i + 1) * rows, n_out)
             self.tile_product(x2, r0, r1, y[:, r0:r1], choices)
 
-        parallel_for(-(-n_out // rows), tile, threads)
+        if threads == 1 or not self.by_processes(x2, y, rows, tile, threads, choices):
+            parallel_for(-(-n_out // rows), tile, threads)
         self.finish(y)
         return y.reshape(*np.shape(x)[:-1], n_out)
 
@@ -81,6 +82,9 @@ class TiledWeight:
 
     def tile_product(self, x2, r0, r1, out, choices):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
         multiply(x2, self.w[r0:r1], out, choices)
+
+    def by_processes(self, x2, y, rows, tile, threads, choices):  # -> whether worker processes computed the tiles
+        return False   # float32 products are memory-bound: threads share them at the memory's speed
 
     def finish(self, y):  # what is left to do to y once every tile is done: nothing, in float32
         pass

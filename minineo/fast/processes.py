@@ -1,0 +1,210 @@
+"""int8 decode products shared with worker processes instead of threads: a choice, measured like the others
+(choices.py: int8_workers = "threads" | "processes").
+
+Why. NumPy has no int8 product, so an int8 weight is cast to float32 a tile at a time and multiplied
+(int8.py): two or three NumPy calls per tile, tens of thousands per token for GPT-Neo 2.7B. Each call lets
+go of Python's GIL and takes it back, and two threads doing that wait on each other. On the 2-core Xeon
+2.7B's 193 int8 matrices took 450-500 ms a token on two threads and 330-350 ms with the same tiles on
+the main process and one worker process, which has a GIL of its own (docs/performance.md).
+
+How. A worker is a Python process running `main` below, started at the first product that needs it. It
+maps the int8 weights from the file the model mapped them from (a checkpoint written by
+`python -m minineo.quantize`), so they sit in memory once, in the page cache both processes read. For a
+product the main process writes x into a small shared buffer and sends each worker one line: which
+weight, which tiles, how to cast them; each worker writes its columns of y into the buffer and answers
+"ok". Tiles are the threads' tiles, computed by the same `tile_product`, so the numbers are the same
+to the bit (tests/test_processes.py). The split is fixed, as BLAS's own threads split a product: the
+main process takes the first share of tiles, each worker the next; BLAS runs one thread in each.
+
+A weight quantized at load (`int8=True`) lives only in this process: its tiles stay on threads, as
+do a prompt's products (long calls, where the GIL costs nothing). If a worker fails, its tiles are
+computed here and every later product runs on threads; one line on stderr says why.
+"""
+import atexit
+import mmap
+import subprocess
+import sys
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from .choices import PREFILL_ROWS, Choices, python_command
+from .threads import blas_threads
+
+_pool = None        # the running Workers, or None
+_broken = None      # why processes stopped being used in this process, or None
+
+
+def mapped_file(array):
+    """-> (path, byte offset) of a C-contiguous array that is a view of a np.memmap of a whole file, or None."""
+    if not array.flags.c_contiguous:
+        return None
+    root = array
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None:
+        return None
+    return root.filename, array.ctypes.data - root.ctypes.data + root.offset
+
+
+def shared(weight, x2, y, rows, tile, threads, choices):
+    """Compute every tile of `weight`'s product, y = x2 @ w.T (before the int8 scale), on this process
+    and threads - 1 workers. -> False, having done nothing, where processes are not the way here."""
+    global _pool, _broken
+    if choices.int8_workers != "processes" or len(x2) >= PREFILL_ROWS or _broken is not None:
+        return False
+    where = mapped_file(weight.q)
+    if where is None:
+        return False
+    n_tiles = -(-weight.shape[0] // rows)
+    bounds = [n_tiles * k // threads for k in range(threads + 1)]   # process k takes tiles bounds[k]..bounds[k + 1]
+    done = False
+    try:
+        with blas_threads(1):
+            if _pool is None or len(_pool.procs) != threads - 1:
+                close()
+                _pool = Workers(threads - 1)
+            failed = _pool.send(where, weight.shape, x2, rows, bounds, choices)
+            for i in range(bounds[0], bounds[1]):
+                tile(i)
+            failed = failed or _pool.receive(y, x2.shape[1], rows, bounds)
+            if failed:
+                _broken = failed
+                print(f"minineo: {failed}; int8 products run on threads from now on", file=sys.stderr)
+                close()
+                for i in range(bounds[1], n_tiles):   # the workers' tiles, here
+                    tile(i)
+        done = True
+    finally:
+        if not done:          # interrupted mid-product: the workers' answers would be read by the next one
+            close()
+    return True
+
+
+class Workers:
+    def __init__(self, n):
+        self.io = shared_memory.SharedMemory(create=True, size=1 << 20)
+        # -c, not -m: the package imports this module, and runpy warns when it then runs it as __main__
+        command, env = python_command("-c", "from minineo.fast.processes import main; main()", self.io.name)
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, bufsize=1) for _ in range(n)]
+        self.weights = {}     # (path, offset, shape) -> its index in every worker
+
+    def send(self, where, shape, x2, rows, bounds, choices):  # -> why it failed, or None
+        key = (*where, *shape)
+        m, n_in = x2.shape
+        need = 4 * m * (n_in + shape[0])
+        if need > self.io.size:   # a bigger buffer, announced to the workers before this product
+            self.io.close()
+            self.io.unlink()
+            self.io = shared_memory.SharedMemory(create=True, size=max(need, 2 * self.io.size))
+            lines = [f"io {self.io.name}"]
+        else:
+            lines = []
+        if key not in self.weights:
+            self.weights[key] = len(self.weights)
+            lines.append(f"weight {where[1]} {shape[0]} {shape[1]} {where[0]}")
+        np.ndarray((m, n_in), np.float32, self.io.buf)[...] = x2
+        for k, proc in enumerate(self.procs, start=1):
+            try:
+                proc.stdin.write("".join(line + "\n" for line in lines) + f"product {self.weights[key]} {m} {rows} "
+                                 f"{bounds[k]} {bounds[k + 1]} {choices.int8_cast} {choices.tile_form}\n")
+                proc.stdin.flush()
+            except OSError as e:
+                return f"an int8 worker process could not be reached ({e})"
+        self.answers = len(lines) + 1
+        return None
+
+    def receive(self, y, n_in, rows, bounds):  # the workers' columns of y, from the buffer -> why it failed, or None
+        m, n_out = y.shape
+        for proc in self.procs:
+            for _ in range(self.answers):
+                answer = proc.stdout.readline().strip()
+                if answer != "ok":
+                    code = proc.poll()
+                    return (f"an int8 worker process failed ({answer or 'it exited' + (f' with code {code}' if code else '')})")
+        first = bounds[1] * rows
+        y[:, first:] = np.ndarray((m, n_out), np.float32, self.io.buf, 4 * x_size(m, n_in))[:, first:]
+        return None
+
+    def close(self):
+        for proc in self.procs:
+            try:
+                proc.stdin.close()   # the worker ends at the end of its input
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        self.io.close()
+        self.io.unlink()
+
+
+def x_size(m, n_in):  # floats of x at the start of the buffer; y follows them
+    return m * n_in
+
+
+def close():
+    global _pool
+    if _pool is not None:
+        pool, _pool = _pool, None
+        pool.close()
+
+
+atexit.register(close)
+
+
+def serve(io_name, lines=sys.stdin, out=sys.stdout):
+    """The worker: answers each line of `lines` with "ok" (or "error: why") on `out`, until its end."""
+    from .int8 import Int8Weight
+
+    def attach(name):  # the main process owns the buffer and removes it: this process must not
+        buffer = shared_memory.SharedMemory(name=name)
+        try:
+            from multiprocessing import resource_tracker
+            resource_tracker.unregister(buffer._name, "shared_memory")
+        except Exception:
+            pass
+        return buffer
+
+    io, files, weights, choices = attach(io_name), {}, [], {}
+    for line in lines:
+        kind, *args = line.split(maxsplit=4 if line.startswith("weight") else -1)
+        try:
+            if kind == "io":
+                io.close()
+                io = attach(args[0])
+            elif kind == "weight":   # weight <offset> <rows> <cols> <path: the rest of the line>
+                offset, n_out, n_in, path = int(args[0]), int(args[1]), int(args[2]), args[3].rstrip("\n")
+                if path not in files:
+                    files[path] = np.memmap(path, dtype=np.uint8, mode="r")
+                q = files[path][offset:offset + n_out * n_in].view(np.int8).reshape(n_out, n_in)
+                weights.append(Int8Weight(np.asarray(q), np.ones(n_out, np.float32)))
+            elif kind == "product":  # product <weight> <m> <rows per tile> <first tile> <end tile> <cast> <form>
+                index, m, rows, t0, t1 = map(int, args[:5])
+                chosen = choices.setdefault((args[5], args[6]), Choices(int8_cast=args[5], tile_form=args[6]))
+                weight = weights[index]
+                n_out, n_in = weight.shape
+                x2 = np.ndarray((m, n_in), np.float32, io.buf)
+                y = np.ndarray((m, n_out), np.float32, io.buf, 4 * x_size(m, n_in))
+                for i in range(t0, t1):
+                    r0, r1 = i * rows, min((i + 1) * rows, n_out)
+                    weight.tile_product(x2, r0, r1, y[:, r0:r1], chosen)
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+            out.write("ok\n")
+        except Exception as e:   # the main process says it on stderr, and computes the tiles itself
+            out.write(f"error: {type(e).__name__}: {e}\n".replace("\n", " ").strip() + "\n")
+        out.flush()
+    io.close()
+
+
+def main():  # a worker process: `python -c "from minineo.fast.processes import main; main()" <io buffer>`
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle; it closes our input
+    serve(sys.argv[1])
