@@ -1,5 +1,8 @@
 """int8 products on worker processes (minineo/fast/processes.py): the threads' numbers bit for bit,
 only where chosen and possible, and a failing or interrupted worker never gives a wrong answer."""
+import gc
+import os
+
 import numpy as np
 import pytest
 
@@ -42,11 +45,11 @@ def mapped_weight(tmp_path):  # an int8 weight [100, 33] mapped from a safetenso
 
 def test_mapped_file_finds_a_views_bytes_in_its_file(mapped_weight):
     weight, _ = mapped_weight
-    path, offset = processes.mapped_file(weight.q)
+    path, offset, inode = processes.mapped_file(weight.q)
     rows = processes.mapped_file(weight.q[10:20])
     stored = np.fromfile(path, np.int8, count=weight.q.size, offset=offset).reshape(weight.shape)
     np.testing.assert_array_equal(stored, weight.q)
-    assert rows == (path, offset + 10 * 33), (rows, offset)
+    assert rows == (path, offset + 10 * 33, os.stat(path).st_ino), (rows, offset)
     assert processes.mapped_file(weight.q[:, 1:]) is None          # not contiguous: not one run of bytes
     assert processes.mapped_file(np.array(weight.q)) is None       # a copy in memory: no file to map
 
@@ -125,13 +128,7 @@ def test_an_int8_checkpoint_decodes_the_same_tokens_on_processes(numpy_checkpoin
     for workers in ("threads", "processes"):
         monkeypatch.setenv(choices.ENV, FORCED.format(workers=workers, cast="int16", form="dot"))
         choices.forget()
-        model = minineo.load(int8)
-        cache = model.new_cache(2)
-        ids = random_ids((2, 5))
-        steps = [model(ids, cache=cache)[:, -1]]
-        for _ in range(4):   # greedy decode, a token at a time: a row of x per sequence
-            steps.append(model(steps[-1].argmax(-1)[:, None], cache=cache)[:, -1])
-        runs[workers] = np.stack(steps)
+        runs[workers] = decode_logits(minineo.load(int8))
     assert processes._pool is not None, "the decode steps never reached the workers"
     differ = np.argwhere(runs["processes"] != runs["threads"])
     assert differ.size == 0, f"first differing logit (step, row, token): {differ[0]}"
@@ -149,3 +146,32 @@ def test_a_product_larger_than_the_shared_buffer_grows_it(tmp_path):
     assert processes._pool.io.size > size >= 4 * (8 + 50000), (size, processes._pool.io.size)
     np.testing.assert_array_equal(wide, weight.matmul_t(x, way("threads")))
     np.testing.assert_array_equal(small, weight.matmul_t(x[:1], way("threads")))
+
+
+def decode_logits(model, steps=4):  # greedy decode of 2 rows from a 5-token prompt: each step's last logits
+    cache = model.new_cache(2)
+    logits = [model(random_ids((2, 5)), cache=cache)[:, -1]]
+    for _ in range(steps):
+        logits.append(model(logits[-1].argmax(-1)[:, None], cache=cache)[:, -1])
+    return np.stack(logits)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="an Arena is shared through a memfd (Linux)")
+def test_weights_quantized_at_load_decode_the_same_on_processes(numpy_checkpoint, monkeypatch):
+    threads.set_threads(2)
+    logits = {}
+    for seed in (1, 2):   # the second model's arena may reuse the first one's fd number: the workers must not
+        src = numpy_checkpoint(seed=seed, hidden_size=64, intermediate_size=256)
+        for workers in ("threads", "processes"):
+            monkeypatch.setenv(choices.ENV, FORCED.format(workers=workers, cast="int16", form="dot"))
+            choices.forget()
+            model = minineo.load(src, int8=True)
+            assert processes.mapped_file(model.params["blocks"][0]["mlp"]["c_fc"]["w"].q) is not None
+            logits[seed, workers] = decode_logits(model)
+            del model
+            gc.collect()
+        assert processes._pool is not None, "the decode steps never reached the workers"
+        differ = np.argwhere(logits[seed, "processes"] != logits[seed, "threads"])
+        assert differ.size == 0, f"model {seed}: first differing logit (step, row, token): {differ[0]}"
+    assert not np.array_equal(logits[1, "threads"], logits[2, "threads"])
+    assert processes._arenas == {}, "a dropped model's arena keeps its memory"

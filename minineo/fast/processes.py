@@ -8,22 +8,28 @@ go of Python's GIL and takes it back, and two threads doing that wait on each ot
 the main process and one worker process, which has a GIL of its own (docs/performance.md).
 
 How. A worker is a Python process running `main` below, started at the first product that needs it. It
-maps the int8 weights from the file the model mapped them from (a checkpoint written by
-`python -m minineo.quantize`), so they sit in memory once, in the page cache both processes read. For a
-product the main process writes x into a small shared buffer and sends each worker one line: which
-weight, which tiles, how to cast them; each worker writes its columns of y into the buffer and answers
-"ok". Tiles are the threads' tiles, computed by the same `tile_product`, so the numbers are the same
-to the bit (tests/test_processes.py). The split is fixed, as BLAS's own threads split a product: the
-main process takes the first share of tiles, each worker the next; BLAS runs one thread in each.
+maps the int8 weights where the model has them, so that they sit in memory once:
+- the checkpoint file they were mapped from (written by `python -m minineo.quantize`), in the page cache
+  both processes read;
+- an `Arena`: memory that `load(int8=True)` quantizes into, an in-memory file (Linux's memfd) that the
+  workers inherit at their start.
+For a product the main process writes x into a small shared buffer and sends each worker one line:
+which weight, which tiles, how to cast them; each worker writes its columns of y into the buffer and
+answers "ok". Tiles are the threads' tiles, computed by the same `tile_product`, so the numbers are the
+same to the bit (tests/test_processes.py). The split is fixed, as BLAS's own threads split a product:
+the main process takes the first share of tiles, each worker the next; BLAS runs one thread in each.
+A worker checks that each file it maps is the one the main process mapped (the same inode).
 
-A weight quantized at load (`int8=True`) lives only in this process: its tiles stay on threads, as
-do a prompt's products (long calls, where the GIL costs nothing). If a worker fails, its tiles are
+A prompt's products stay on threads (long calls, where the GIL costs nothing), and so do weights in
+plain memory (an Arena where there is no memfd: macOS, Windows). If a worker fails, its tiles are
 computed here and every later product runs on threads; one line on stderr says why.
 """
 import atexit
 import mmap
+import os
 import subprocess
 import sys
+import weakref
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -33,10 +39,12 @@ from .threads import blas_threads
 
 _pool = None        # the running Workers, or None
 _broken = None      # why processes stopped being used in this process, or None
+_arenas = {}        # fd -> inode of every live Arena's memfd: what a new worker inherits
 
 
 def mapped_file(array):
-    """-> (path, byte offset) of a C-contiguous array that is a view of a np.memmap of a whole file, or None."""
+    """-> (path, byte offset, inode) of a C-contiguous array that is a view of a np.memmap of a whole
+    file, or None. The inode is the one the file had when it was mapped, where its mapper noted it."""
     if not array.flags.c_contiguous:
         return None
     root = array
@@ -44,7 +52,36 @@ def mapped_file(array):
         root = root.base
     if not isinstance(root, np.memmap) or root.filename is None:
         return None
-    return root.filename, array.ctypes.data - root.ctypes.data + root.offset
+    inode = getattr(root, "inode", None) or os.stat(root.filename).st_ino
+    return str(root.filename), array.ctypes.data - root.ctypes.data + root.offset, inode
+
+
+class Arena:
+    """nbytes of memory that worker processes can map, handed out an array at a time with take(): an
+    in-memory file (memfd) where the OS has them, else plain memory. Pages never written cost nothing."""
+
+    def __init__(self, nbytes):
+        self.used = 0
+        self.fd = os.memfd_create("minineo-int8") if hasattr(os, "memfd_create") else None
+        if self.fd is None:
+            self.memory = np.empty(nbytes, np.uint8)
+            return
+        os.ftruncate(self.fd, max(nbytes, 1))
+        # a worker inherits the fd under the same number, so this path names the same memory there
+        self.memory = np.memmap(f"/proc/self/fd/{self.fd}", np.uint8, mode="r+", shape=(nbytes,))
+        self.memory.inode = os.fstat(self.fd).st_ino
+        _arenas[self.fd] = self.memory.inode
+        weakref.finalize(self.memory, _close_arena, self.fd)
+
+    def take(self, shape, dtype):  # -> an uninitialised C-contiguous array of the arena, 64-byte aligned
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        start, self.used = self.used, -(-(self.used + nbytes) // 64) * 64
+        return np.asarray(self.memory[start:start + nbytes]).view(dtype).reshape(shape)
+
+
+def _close_arena(fd):  # the arena's arrays are gone: so is its memory, once no worker maps it either
+    _arenas.pop(fd, None)
+    os.close(fd)
 
 
 def shared(weight, x2, y, rows, tile, threads, choices):
@@ -61,7 +98,7 @@ def shared(weight, x2, y, rows, tile, threads, choices):
     done = False
     try:
         with blas_threads(1):
-            if _pool is None or len(_pool.procs) != threads - 1:
+            if _pool is None or len(_pool.procs) != threads - 1 or not _pool.reaches(where):
                 close()
                 _pool = Workers(threads - 1)
             failed = _pool.send(where, weight.shape, x2, rows, bounds, choices)
@@ -87,9 +124,16 @@ class Workers:
         # -c, not -m: the package imports this module, and runpy warns when it then runs it as __main__
         command, env = python_command("-c", "from minineo.fast.processes import main; main()", self.io.name)
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, bufsize=1) for _ in range(n)]
-        self.weights = {}     # (path, offset, shape) -> its index in every worker
+        self.arenas = dict(_arenas)   # the memfds the workers inherit
+        self.procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       bufsize=1, pass_fds=tuple(self.arenas)) for _ in range(n)]
+        self.weights = {}     # (path, offset, inode, shape) -> its index in every worker
+
+    def reaches(self, where):  # can the workers map this file? An arena's only if they inherited its memfd
+        path, _, inode = where
+        if not path.startswith("/proc/self/fd/"):
+            return True
+        return self.arenas.get(int(path.rsplit("/", 1)[1])) == inode
 
     def send(self, where, shape, x2, rows, bounds, choices):  # -> why it failed, or None
         key = (*where, *shape)
@@ -104,7 +148,8 @@ class Workers:
             lines = []
         if key not in self.weights:
             self.weights[key] = len(self.weights)
-            lines.append(f"weight {where[1]} {shape[0]} {shape[1]} {where[0]}")
+            path, offset, inode = where
+            lines.append(f"weight {offset} {shape[0]} {shape[1]} {inode} {path}")
         np.ndarray((m, n_in), np.float32, self.io.buf)[...] = x2
         for k, proc in enumerate(self.procs, start=1):
             try:
@@ -174,16 +219,18 @@ def serve(io_name, lines=sys.stdin, out=sys.stdout):
 
     io, files, weights, choices = attach(io_name), {}, [], {}
     for line in lines:
-        kind, *args = line.split(maxsplit=4 if line.startswith("weight") else -1)
+        kind, *args = line.split(maxsplit=5 if line.startswith("weight") else -1)
         try:
             if kind == "io":
                 io.close()
                 io = attach(args[0])
-            elif kind == "weight":   # weight <offset> <rows> <cols> <path: the rest of the line>
-                offset, n_out, n_in, path = int(args[0]), int(args[1]), int(args[2]), args[3].rstrip("\n")
-                if path not in files:
-                    files[path] = np.memmap(path, dtype=np.uint8, mode="r")
-                q = files[path][offset:offset + n_out * n_in].view(np.int8).reshape(n_out, n_in)
+            elif kind == "weight":   # weight <offset> <rows> <cols> <inode> <path: the rest of the line>
+                offset, n_out, n_in, inode, path = *map(int, args[:4]), args[4].rstrip("\n")
+                if (path, inode) not in files:
+                    if os.stat(path).st_ino != inode:   # replaced since the main process mapped it
+                        raise ValueError(f"{path} is not the file the main process mapped")
+                    files[path, inode] = np.memmap(path, dtype=np.uint8, mode="r")
+                q = files[path, inode][offset:offset + n_out * n_in].view(np.int8).reshape(n_out, n_in)
                 weights.append(Int8Weight(np.asarray(q), np.ones(n_out, np.float32)))
             elif kind == "product":  # product <weight> <m> <rows per tile> <first tile> <end tile> <cast> <form>
                 index, m, rows, t0, t1 = map(int, args[:5])

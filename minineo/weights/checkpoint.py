@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import MinineoError
 from ..fast.int8 import Int8Weight, quantize
+from ..fast.processes import Arena
 from .files import shown
 from .shards import open_checkpoint
 
@@ -110,8 +111,9 @@ def _check_int8(files, name, shape):
 ROWS_AT_ONCE = 4096   # rows quantized per step: each row has its own scale, so blocks change nothing
 
 
-def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a time to bound the temporaries
-    q, scale = np.empty(w.shape, np.int8), np.empty(w.shape[0], np.float32)
+def quantize_rows(w, q=None):  # [out, in] float32 -> Int8Weight, a block of rows at a time to bound the temporaries
+    # q: where the int8 values go, [out, in] (an Arena's, which worker processes can map), else new memory
+    q, scale = np.empty(w.shape, np.int8) if q is None else q, np.empty(w.shape[0], np.float32)
     for start in range(0, w.shape[0], ROWS_AT_ONCE):
         block = quantize(w[start:start + ROWS_AT_ONCE])
         q[start:start + len(block.q)], scale[start:start + len(block.q)] = block.q, block.scale
@@ -122,6 +124,10 @@ def quantize_rows(w):  # [out, in] float32 -> Int8Weight, a block of rows at a t
 def load_params(directory, config, int8=False):
     files = open_checkpoint(directory)
     check_tensors(files, config, directory)
+    # quantized into one arena: memory that int8 worker processes map too (fast/processes.py)
+    quantized = [shape for name, shape in expected_shapes(config).items()
+                 if len(shape) == 2 and name != "transformer.wpe.weight"]
+    arena = Arena(sum(rows * cols + 64 for rows, cols in quantized)) if int8 else None
 
     def tensor(name):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
         f = files[name]
@@ -131,7 +137,7 @@ def load_params(directory, config, int8=False):
         # wpe stays float32: it is small, and positions are read once per token, not multiplied.
         if int8 and len(f.shape(name)) == 2 and name != "transformer.wpe.weight":
             # Quantized from a copy read through the file: the float32 pages never enter our memory.
-            return quantize_rows(f.float32(name, copy=True))
+            return quantize_rows(f.float32(name, copy=True), arena.take(f.shape(name), np.int8))
         # A plain ndarray view of the mapped file: slicing a np.memmap runs Python code for every view
         # (the matmul tiles slice each weight a few times per token), an ndarray view does not.
         return np.asarray(f.float32(name))

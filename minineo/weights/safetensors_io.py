@@ -53,6 +53,8 @@ class SafetensorsFile:
             self.metadata = check_metadata(self.path, header.pop("__metadata__", None))
             self.header = check_layout(self.path, header, size - self.data_start)   # {name: {dtype, shape, data_offsets}}
             self._bytes = np.memmap(f, dtype=np.uint8, mode="r") if self.header else None   # the whole file
+            if self._bytes is not None:   # int8 worker processes map it too, and check it is this file
+                self._bytes.inode = os.fstat(f.fileno()).st_ino
 
     def __contains__(self, name):
         return name in self.header
