@@ -175,3 +175,18 @@ def test_weights_quantized_at_load_decode_the_same_on_processes(numpy_checkpoint
         assert differ.size == 0, f"model {seed}: first differing logit (step, row, token): {differ[0]}"
     assert not np.array_equal(logits[1, "threads"], logits[2, "threads"])
     assert processes._arenas == {}, "a dropped model's arena keeps its memory"
+
+
+def test_a_checkpoint_rewritten_in_place_is_read_anew_by_the_workers(tmp_path):
+    threads.set_threads(2)
+    path, x = tmp_path / "w.safetensors", np.ones((1, 33), np.float32)
+    got = []
+    for seed in (5, 6):   # the same path, another file (os.replace, as `minineo.quantize --force` moves it in)
+        qw = quantize(np.random.default_rng(seed).standard_normal((100, 33), dtype=np.float32))
+        write_safetensors(tmp_path / "new.safetensors", {"w": qw.q})
+        os.replace(tmp_path / "new.safetensors", path)
+        weight = Int8Weight(SafetensorsFile(path).raw("w"), qw.scale)
+        got.append((weight.matmul_t(x, way("processes")), weight.matmul_t(x, way("threads"))))
+    assert processes._pool is not None and len(processes._pool.weights) == 2
+    for (by_processes, by_threads), seed in zip(got, (5, 6)):
+        np.testing.assert_array_equal(by_processes, by_threads, err_msg=f"the file written with seed {seed}")
