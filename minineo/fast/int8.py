@@ -17,8 +17,8 @@ import threading
 import numpy as np
 
 from ..errors import MinineoError
-from . import processes
 from .choices import PREFILL_ROWS
+from .processes import shared
 from .tiled import TiledWeight, multiply
 
 class Int8Weight(TiledWeight):
@@ -75,7 +75,7 @@ class Int8Weight(TiledWeight):
         multiply(x2, w, out, choices)                 # [M, in] @ [in, r] -> [M, r]
 
     def by_processes(self, x2, y, rows, tile, threads, choices):  # the tiles on worker processes, where chosen
-        return processes.shared(self, x2, y, rows, tile, threads, choices)
+        return shared(self, x2, y, rows, tile, threads, choices)
 
     def finish(self, y):
         y *= self.scale                               # [M, out] * [out]

@@ -28,10 +28,10 @@ import numpy as np
 
 from .choices import Choices
 from .cpu import LOADED_CORES, Neighbours, cache_bytes
-from . import processes
 from .banded import banded_attention
 from .elementwise import gelu_new_rows
 from .int8 import Int8Weight
+from .processes import close as close_workers
 from .tiled import TiledWeight
 
 ROWS, COLS = 10240, 2560                         # GPT-Neo 2.7B's MLP matrix: 105 MB of float32
@@ -178,7 +178,7 @@ def measure(threads, nbytes=None):
         # product, unless the tiles clearly win.
         best_decode = decode["blas"]
 
-    processes.close()   # the workers mapped the scratch file
+    close_workers()   # they mapped the scratch file
     scratch.close()
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,

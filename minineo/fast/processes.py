@@ -7,7 +7,7 @@ go of Python's GIL and takes it back, and two threads doing that wait on each ot
 2.7B's 193 int8 matrices took 450-500 ms a token on two threads and 330-350 ms with the same tiles on
 the main process and one worker process, which has a GIL of its own (docs/performance.md).
 
-How. A worker is a Python process running `main` below, started at the first product that needs it. It
+How. A worker is a Python process running minineo/fast/worker.py, started at the first product that needs it. It
 maps the int8 weights where the model has them, so that they sit in memory once:
 - the checkpoint file they were mapped from (written by `python -m minineo.quantize`), in the page cache
   both processes read;
@@ -34,7 +34,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from .choices import PREFILL_ROWS, Choices, python_command
+from .choices import PREFILL_ROWS, python_command
 from .threads import blas_threads
 
 _pool = None        # the running Workers, or None
@@ -98,6 +98,8 @@ def shared(weight, x2, y, rows, tile, threads, choices):
     done = False
     try:
         with blas_threads(1):
+            if _pool is not None and _pool.pid != os.getpid():   # a forked child: the workers are its parent's
+                _pool = None
             if _pool is None or len(_pool.procs) != threads - 1 or not _pool.reaches(where):
                 close()
                 _pool = Workers(threads - 1)
@@ -121,9 +123,9 @@ def shared(weight, x2, y, rows, tile, threads, choices):
 class Workers:
     def __init__(self, n):
         self.io = shared_memory.SharedMemory(create=True, size=1 << 20)
-        # -c, not -m: the package imports this module, and runpy warns when it then runs it as __main__
-        command, env = python_command("-c", "from minineo.fast.processes import main; main()", self.io.name)
+        command, env = python_command("-m", "minineo.fast.worker", self.io.name)
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.pid = os.getpid()        # the process that talks to these workers
         self.arenas = dict(_arenas)   # the memfds the workers inherit
         self.procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                        bufsize=1, pass_fds=tuple(self.arenas)) for _ in range(n)]
@@ -202,56 +204,3 @@ def close():
 
 
 atexit.register(close)
-
-
-def serve(io_name, lines=sys.stdin, out=sys.stdout):
-    """The worker: answers each line of `lines` with "ok" (or "error: why") on `out`, until its end."""
-    from .int8 import Int8Weight
-
-    def attach(name):  # the main process owns the buffer and removes it: this process must not
-        buffer = shared_memory.SharedMemory(name=name)
-        try:
-            from multiprocessing import resource_tracker
-            resource_tracker.unregister(buffer._name, "shared_memory")
-        except Exception:
-            pass
-        return buffer
-
-    io, files, weights, choices = attach(io_name), {}, [], {}
-    for line in lines:
-        kind, *args = line.split(maxsplit=5 if line.startswith("weight") else -1)
-        try:
-            if kind == "io":
-                io.close()
-                io = attach(args[0])
-            elif kind == "weight":   # weight <offset> <rows> <cols> <inode> <path: the rest of the line>
-                offset, n_out, n_in, inode, path = *map(int, args[:4]), args[4].rstrip("\n")
-                if (path, inode) not in files:
-                    if os.stat(path).st_ino != inode:   # replaced since the main process mapped it
-                        raise ValueError(f"{path} is not the file the main process mapped")
-                    files[path, inode] = np.memmap(path, dtype=np.uint8, mode="r")
-                q = files[path, inode][offset:offset + n_out * n_in].view(np.int8).reshape(n_out, n_in)
-                weights.append(Int8Weight(np.asarray(q), np.ones(n_out, np.float32)))
-            elif kind == "product":  # product <weight> <m> <rows per tile> <first tile> <end tile> <cast> <form>
-                index, m, rows, t0, t1 = map(int, args[:5])
-                chosen = choices.setdefault((args[5], args[6]), Choices(int8_cast=args[5], tile_form=args[6]))
-                weight = weights[index]
-                n_out, n_in = weight.shape
-                x2 = np.ndarray((m, n_in), np.float32, io.buf)
-                y = np.ndarray((m, n_out), np.float32, io.buf, 4 * x_size(m, n_in))
-                for i in range(t0, t1):
-                    r0, r1 = i * rows, min((i + 1) * rows, n_out)
-                    weight.tile_product(x2, r0, r1, y[:, r0:r1], chosen)
-            else:
-                raise ValueError(f"unknown request {kind!r}")
-            out.write("ok\n")
-        except Exception as e:   # the main process says it on stderr, and computes the tiles itself
-            out.write(f"error: {type(e).__name__}: {e}\n".replace("\n", " ").strip() + "\n")
-        out.flush()
-    io.close()
-
-
-def main():  # a worker process: `python -c "from minineo.fast.processes import main; main()" <io buffer>`
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle; it closes our input
-    serve(sys.argv[1])
