@@ -146,6 +146,9 @@ def test_a_product_larger_than_the_shared_buffer_grows_it(tmp_path):
     assert processes._pool.io.size > size >= 4 * (8 + 50000), (size, processes._pool.io.size)
     np.testing.assert_array_equal(wide, weight.matmul_t(x, way("threads")))
     np.testing.assert_array_equal(small, weight.matmul_t(x[:1], way("threads")))
+    processes.close()
+    np.testing.assert_array_equal(weight.matmul_t(x, way("processes")), wide)   # a new pool's first product
+    assert processes._broken is None and processes._pool.io.size >= 4 * 6 * (8 + 50000)
 
 
 def decode_logits(model, steps=4):  # greedy decode of 2 rows from a 5-token prompt: each step's last logits

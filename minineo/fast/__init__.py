@@ -4,6 +4,7 @@
                   shared by minineo's threads, whichever choices.py picked
     int8.py       int8 weights with one scale per row, and their tiled product
     threads.py    how many threads, and how they share a product
+    processes.py  int8 decode products shared with worker processes (worker.py), where that is faster
     choices.py    which way each product runs on this CPU: measured once, kept per CPU model, forceable
     measure.py    the measurement behind choices.py (python -m minineo.calibrate)
     cpu.py        the CPU's name, cores and caches

@@ -122,8 +122,8 @@ def shared(weight, x2, y, rows, tile, threads, choices):
 
 class Workers:
     def __init__(self, n):
-        self.io = shared_memory.SharedMemory(create=True, size=1 << 20)
-        command, env = python_command("-m", "minineo.fast.worker", self.io.name)
+        self.io = None                # x and y: made (and named to the workers) at the first product
+        command, env = python_command("-m", "minineo.fast.worker")
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.pid = os.getpid()        # the process that talks to these workers
         self.arenas = dict(_arenas)   # the memfds the workers inherit
@@ -141,10 +141,10 @@ class Workers:
         key = (*where, *shape)
         m, n_in = x2.shape
         need = 4 * m * (n_in + shape[0])
-        if need > self.io.size:   # a bigger buffer, announced to the workers before this product
-            self.io.close()
-            self.io.unlink()
-            self.io = shared_memory.SharedMemory(create=True, size=max(need, 2 * self.io.size))
+        if self.io is None or need > self.io.size:   # a new buffer, named to the workers before this product
+            size = max(need, 1 << 20) if self.io is None else max(need, 2 * self.io.size)
+            self.close_io()
+            self.io = shared_memory.SharedMemory(create=True, size=size)
             lines = [f"io {self.io.name}"]
         else:
             lines = []
@@ -188,8 +188,12 @@ class Workers:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
-        self.io.close()
-        self.io.unlink()
+        self.close_io()
+
+    def close_io(self):   # the workers keep a buffer they attached until they attach the next one or end
+        if self.io is not None:
+            self.io.close()
+            self.io.unlink()
 
 
 def x_size(m, n_in):  # floats of x at the start of the buffer; y follows them

@@ -1,7 +1,7 @@
-"""An int8 worker process (fast/processes.py starts it): `python -m minineo.fast.worker <io buffer>`.
+"""An int8 worker process (fast/processes.py starts it): `python -m minineo.fast.worker`.
 
 It reads one request a line on stdin and answers each on stdout, "ok" or "error: why":
-    io <name>                                   the shared buffer is now <name> (a bigger one)
+    io <name>                                   the shared buffer is <name> (first, then a bigger one)
     weight <offset> <rows> <cols> <inode> <path>  the next int8 weight: [rows, cols] at <offset> in <path>
     product <weight> <m> <rows> <t0> <t1> <cast> <form>
                                                 tiles t0..t1 (<rows> rows each) of x @ q.T, x [m, cols]
@@ -29,14 +29,15 @@ def attach(name):  # the main process owns the buffer and removes it at its end;
         return buffer
 
 
-def serve(io_name, lines=sys.stdin, out=sys.stdout):
+def serve(lines=sys.stdin, out=sys.stdout):
     """Answers each line of `lines` with "ok" (or "error: why") on `out`, until its end."""
-    io, files, weights, choices = attach(io_name), {}, [], {}
+    io, files, weights, choices = None, {}, [], {}
     for line in lines:
         kind, *args = line.split(maxsplit=5 if line.startswith("weight") else -1)
         try:
             if kind == "io":
-                io.close()
+                if io is not None:
+                    io.close()
                 io = attach(args[0])
             elif kind == "weight":   # weight <offset> <rows> <cols> <inode> <path: the rest of the line>
                 offset, n_out, n_in, inode, path = *map(int, args[:4]), args[4].rstrip("\n")
@@ -61,9 +62,10 @@ def serve(io_name, lines=sys.stdin, out=sys.stdout):
         except Exception as e:   # the main process says it on stderr, and computes the tiles itself
             out.write(f"error: {type(e).__name__}: {e}\n".replace("\n", " ").strip() + "\n")
         out.flush()
-    io.close()
+    if io is not None:
+        io.close()
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle; it closes our input
-    serve(sys.argv[1])
+    serve()
