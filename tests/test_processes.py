@@ -193,3 +193,19 @@ def test_a_checkpoint_rewritten_in_place_is_read_anew_by_the_workers(tmp_path):
     assert processes._pool is not None and len(processes._pool.weights) == 2
     for (by_processes, by_threads), seed in zip(got, (5, 6)):
         np.testing.assert_array_equal(by_processes, by_threads, err_msg=f"the file written with seed {seed}")
+
+
+@pytest.mark.parametrize("memfd", [True, False])
+def test_calibration_offers_processes_only_where_weights_quantized_at_load_can_go_too(monkeypatch, memfd):
+    from minineo.fast import measure
+    labels = []
+
+    def timed(candidates, one_pass, passes=measure.PASSES):   # every candidate 1 s, the processes 0.5 s
+        labels.extend(candidates)
+        return {c: 0.5 if str(c).startswith("processes") else 1.0 for c in candidates}
+    monkeypatch.setattr(measure, "timed_passes", timed)
+    monkeypatch.setattr(measure, "workers_available", lambda: memfd)
+    threads.set_threads(2)
+    chosen, _ = measure.measure(2, nbytes=1)
+    offered = any(str(label).startswith("processes") for label in labels)
+    assert offered == memfd and chosen.int8_workers == ("processes" if memfd else "threads"), (labels, chosen)

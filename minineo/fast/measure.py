@@ -31,7 +31,7 @@ from .cpu import LOADED_CORES, Neighbours, cache_bytes
 from .banded import banded_attention
 from .elementwise import gelu_new_rows
 from .int8 import Int8Weight
-from .processes import close as close_workers
+from .processes import available as workers_available, close as close_workers
 from .tiled import TiledWeight
 
 ROWS, COLS = 10240, 2560                         # GPT-Neo 2.7B's MLP matrix: 105 MB of float32
@@ -101,7 +101,7 @@ def measure(threads, nbytes=None):
     xs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in int8}
     tiles = {f"{workers} {cast} {kib} KiB": dataclasses.replace(best_tiles, int8_cast=cast, int8_tile_kib=kib,
                                                                 int8_workers=workers)
-             for workers in (("threads", "processes") if threads > 1 else ("threads",))
+             for workers in (("threads", "processes") if threads > 1 and workers_available() else ("threads",))
              for cast, sizes in INT8_TILES.items() for kib in sizes}
 
     def int8_pass(choices):

@@ -20,9 +20,10 @@ same to the bit (tests/test_processes.py). The split is fixed, as BLAS's own thr
 the main process takes the first share of tiles, each worker the next; BLAS runs one thread in each.
 A worker checks that each file it maps is the one the main process mapped (the same inode).
 
-A prompt's products stay on threads (long calls, where the GIL costs nothing), and so do weights in
-plain memory (an Arena where there is no memfd: macOS, Windows). If a worker fails, its tiles are
-computed here and every later product runs on threads; one line on stderr says why.
+A prompt's products stay on threads (long calls, where the GIL costs nothing). Where there is no memfd
+(macOS, Windows) processes are not measured or used: weights quantized at load could not be shared.
+If a worker fails, its tiles are computed here and every later product runs on threads; one line on
+stderr says why.
 """
 import atexit
 import mmap
@@ -40,6 +41,12 @@ from .threads import blas_threads
 _pool = None        # the running Workers, or None
 _broken = None      # why processes stopped being used in this process, or None
 _arenas = {}        # fd -> inode of every live Arena's memfd: what a new worker inherits
+
+
+def available():  # -> whether int8 weights can go to workers wherever they come from (quantized at load too)
+    # Without a memfd, weights quantized at load live in this process only, and their tiles would run on
+    # threads with the tile size and cast measured for processes: so processes are not offered at all.
+    return hasattr(os, "memfd_create")
 
 
 def mapped_file(array):
@@ -62,7 +69,7 @@ class Arena:
 
     def __init__(self, nbytes):
         self.used = 0
-        self.fd = os.memfd_create("minineo-int8") if hasattr(os, "memfd_create") else None
+        self.fd = os.memfd_create("minineo-int8") if available() else None
         if self.fd is None:
             self.memory = np.empty(nbytes, np.uint8)
             return
