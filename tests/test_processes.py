@@ -209,3 +209,28 @@ def test_calibration_offers_processes_only_where_weights_quantized_at_load_can_g
     chosen, _ = measure.measure(2, nbytes=1)
     offered = any(str(label).startswith("processes") for label in labels)
     assert offered == memfd and chosen.int8_workers == ("processes" if memfd else "threads"), (labels, chosen)
+
+
+def test_workers_that_cannot_start_leave_the_product_to_this_process(mapped_weight, monkeypatch, capsys):
+    weight, _ = mapped_weight
+    threads.set_threads(2)
+    x = np.ones((1, 33), np.float32)
+    want = weight.matmul_t(x, way("threads"))
+
+    def no_processes(*args, **kwargs):
+        raise OSError("Resource temporarily unavailable")
+    monkeypatch.setattr(processes.subprocess, "Popen", no_processes)
+    np.testing.assert_array_equal(weight.matmul_t(x, way("processes")), want)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "could not start (Resource temporarily unavailable)" in said[0], said
+
+
+def test_an_arena_without_proc_is_plain_memory(monkeypatch):
+    class NoProc(np.memmap):   # a system without /proc: the path of the memfd cannot be opened
+        def __new__(cls, *args, **kwargs):
+            raise FileNotFoundError("/proc/self/fd/3")
+    monkeypatch.setattr(np, "memmap", NoProc)
+    arena = processes.Arena(1000)
+    q = arena.take((10, 33), np.int8)
+    assert arena.fd is None and processes._arenas == {} and processes.mapped_file(q) is None
+    assert q.shape == (10, 33) and q.dtype == np.int8 and q.flags.c_contiguous

@@ -74,8 +74,12 @@ class Arena:
             self.memory = np.empty(nbytes, np.uint8)
             return
         os.ftruncate(self.fd, max(nbytes, 1))
-        # a worker inherits the fd under the same number, so this path names the same memory there
-        self.memory = np.memmap(f"/proc/self/fd/{self.fd}", np.uint8, mode="r+", shape=(nbytes,))
+        try:   # a worker inherits the fd under the same number, so this path names the same memory there
+            self.memory = np.memmap(f"/proc/self/fd/{self.fd}", np.uint8, mode="r+", shape=(nbytes,))
+        except OSError:   # no /proc: plain memory, whose products stay on threads
+            os.close(self.fd)
+            self.fd, self.memory = None, np.empty(nbytes, np.uint8)
+            return
         self.memory.inode = os.fstat(self.fd).st_ino
         _arenas[self.fd] = self.memory.inode
         weakref.finalize(self.memory, _close_arena, self.fd)
@@ -107,10 +111,14 @@ def shared(weight, x2, y, rows, tile, threads, choices):
         with blas_threads(1):
             if _pool is not None and _pool.pid != os.getpid():   # a forked child: the workers are its parent's
                 _pool = None
+            failed = None
             if _pool is None or len(_pool.procs) != threads - 1 or not _pool.reaches(where):
                 close()
-                _pool = Workers(threads - 1)
-            failed = _pool.send(where, weight.shape, x2, rows, bounds, choices)
+                try:
+                    _pool = Workers(threads - 1)
+                except OSError as e:
+                    failed = f"int8 worker processes could not start ({e})"
+            failed = failed or _pool.send(where, weight.shape, x2, rows, bounds, choices)
             for i in range(bounds[0], bounds[1]):
                 tile(i)
             failed = failed or _pool.receive(y, x2.shape[1], rows, bounds)
