@@ -8,7 +8,7 @@
 minineo does this by itself the first time a model multiplies on a CPU model it has not met, and
 again at a later run on a quiet machine when the kept measurement ran under load (other programs
 busy); run it again after changing the machine's settings. MININEO_CHOICES forces a choice instead
-(see minineo/fast/choices.py). It allocates about 1 GB of test matrices and takes about 10 seconds
+(see minineo/fast/choices.py). It allocates about 1 GB of test matrices and takes 10-15 seconds
 per thread count (24 s for 1 and 2 threads on a 2-core Xeon).
 """
 import argparse

@@ -4,7 +4,7 @@ The same `x @ w.T` can be computed several ways that give the same numbers, and 
 depends on the CPU: on a 2-core Intel Xeon (Sapphire Rapids) 2 Python threads sharing 32 tiles
 read memory at half the speed of BLAS's own 2 threads, while on AMD Zen 4/5 the tiles were at the
 bandwidth ceiling (docs/performance.md). So minineo measures each way once per CPU model and thread
-count (`python -m minineo.calibrate`, about 10 seconds, run by itself the first time a model
+count (`python -m minineo.calibrate`, 10-15 seconds, run by itself the first time a model
 multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
 
     decode            one row of x (a decode step, bound by memory bandwidth):
@@ -274,7 +274,7 @@ def calibrate_in_child(threads, why="first time", megabytes=None):
     in this process's memory) and read what it cached; None if it could not."""
     if sys.stderr.isatty():   # a person waiting is told why; a log or a test's captured output is not
         print(f"minineo: measuring which way of multiplying is fastest on this CPU with {threads} threads "
-              f"({why}; about 10 seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
+              f"({why}; 10-15 seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
     size = ["--megabytes", str(megabytes)] if megabytes else []
     done = run_module("minineo.calibrate", "--threads", str(threads), *size, stdout=subprocess.DEVNULL)
     choices = read_cached(threads) if done.returncode == 0 else None
