@@ -142,9 +142,15 @@ class Workers:
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.pid = os.getpid()        # the process that talks to these workers
         self.arenas = dict(_arenas)   # the memfds the workers inherit
-        self.procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                       bufsize=1, pass_fds=tuple(self.arenas)) for _ in range(n)]
-        self.weights = {}     # (path, offset, inode, shape) -> its index in every worker
+        self.weights = {}             # (path, offset, inode, shape) -> its index in every worker
+        self.procs = []
+        try:
+            for _ in range(n):
+                self.procs.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   text=True, bufsize=1, pass_fds=tuple(self.arenas)))
+        except OSError:
+            self.close()              # the ones that did start
+            raise
 
     def reaches(self, where):  # can the workers map this file? An arena's only if they inherited its memfd
         path, _, inode = where
@@ -184,8 +190,7 @@ class Workers:
             for _ in range(self.answers):
                 answer = proc.stdout.readline().strip()
                 if answer != "ok":
-                    code = proc.poll()
-                    return (f"an int8 worker process failed ({answer or 'it exited' + (f' with code {code}' if code else '')})")
+                    return f"an int8 worker process failed ({answer or f'it ended, exit code {proc.poll()}'})"
         first = bounds[1] * rows
         y[:, first:] = np.ndarray((m, n_out), np.float32, self.io.buf, 4 * x_size(m, n_in))[:, first:]
         return None
