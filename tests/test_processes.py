@@ -159,7 +159,7 @@ def decode_logits(model, steps=4):  # greedy decode of 2 rows from a 5-token pro
     return np.stack(logits)
 
 
-@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="an Arena is shared through a memfd (Linux)")
+@pytest.mark.skipif(not processes.available(), reason="an Arena is shared through a memfd (Linux)")
 def test_weights_quantized_at_load_decode_the_same_on_processes(numpy_checkpoint, monkeypatch):
     threads.set_threads(2)
     logits = {}
@@ -225,11 +225,18 @@ def test_workers_that_cannot_start_leave_the_product_to_this_process(mapped_weig
     assert len(said) == 1 and "could not start (Resource temporarily unavailable)" in said[0], said
 
 
-def test_an_arena_without_proc_is_plain_memory(monkeypatch):
+@pytest.mark.parametrize("missing", ["/proc", "memfd"])
+def test_an_arena_without_proc_or_memfd_is_plain_memory(monkeypatch, missing):
     class NoProc(np.memmap):   # a system without /proc: the path of the memfd cannot be opened
         def __new__(cls, *args, **kwargs):
             raise FileNotFoundError("/proc/self/fd/3")
-    monkeypatch.setattr(np, "memmap", NoProc)
+
+    def refused(name):         # a sandbox that refuses the system call
+        raise PermissionError("memfd_create")
+    if missing == "/proc":
+        monkeypatch.setattr(np, "memmap", NoProc)
+    else:
+        monkeypatch.setattr(os, "memfd_create", refused, raising=False)
     arena = processes.Arena(1000)
     q = arena.take((10, 33), np.int8)
     assert arena.fd is None and processes._arenas == {} and processes.mapped_file(q) is None

@@ -26,6 +26,7 @@ If a worker fails, its tiles are computed here and every later product runs on t
 stderr says why.
 """
 import atexit
+import functools
 import mmap
 import os
 import subprocess
@@ -43,10 +44,15 @@ _broken = None      # why processes stopped being used in this process, or None
 _arenas = {}        # fd -> inode of every live Arena's memfd: what a new worker inherits
 
 
+@functools.cache
 def available():  # -> whether int8 weights can go to workers wherever they come from (quantized at load too)
     # Without a memfd, weights quantized at load live in this process only, and their tiles would run on
     # threads with the tile size and cast measured for processes: so processes are not offered at all.
-    return hasattr(os, "memfd_create")
+    try:
+        os.close(os.memfd_create("minineo-probe"))
+    except (AttributeError, OSError):   # not Linux, or a sandbox refuses the system call
+        return False
+    return os.path.isdir("/proc/self/fd")
 
 
 def mapped_file(array):
@@ -68,21 +74,23 @@ class Arena:
     in-memory file (memfd) where the OS has them, else plain memory. Pages never written cost nothing."""
 
     def __init__(self, nbytes):
-        self.used = 0
-        self.fd = os.memfd_create("minineo-int8") if available() else None
-        if self.fd is None:
+        self.used, self.fd = 0, None
+        try:
+            fd = os.memfd_create("minineo-int8")
+        except (AttributeError, OSError):   # no memfd here (macOS, Windows), or a sandbox refuses it
             self.memory = np.empty(nbytes, np.uint8)
             return
-        os.ftruncate(self.fd, max(nbytes, 1))
-        try:   # a worker inherits the fd under the same number, so this path names the same memory there
-            self.memory = np.memmap(f"/proc/self/fd/{self.fd}", np.uint8, mode="r+", shape=(nbytes,))
+        try:
+            os.ftruncate(fd, max(nbytes, 1))
+            # a worker inherits the fd under the same number, so this path names the same memory there
+            self.memory = np.memmap(f"/proc/self/fd/{fd}", np.uint8, mode="r+", shape=(nbytes,))
         except OSError:   # no /proc: plain memory, whose products stay on threads
-            os.close(self.fd)
-            self.fd, self.memory = None, np.empty(nbytes, np.uint8)
+            os.close(fd)
+            self.memory = np.empty(nbytes, np.uint8)
             return
-        self.memory.inode = os.fstat(self.fd).st_ino
-        _arenas[self.fd] = self.memory.inode
-        weakref.finalize(self.memory, _close_arena, self.fd)
+        self.fd, self.memory.inode = fd, os.fstat(fd).st_ino
+        _arenas[fd] = self.memory.inode
+        weakref.finalize(self.memory, _close_arena, fd)
 
     def take(self, shape, dtype):  # -> an uninitialised C-contiguous array of the arena, 64-byte aligned
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
