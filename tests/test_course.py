@@ -479,11 +479,11 @@ def test_a_function_that_never_returns_is_stopped_at_the_limit(tmp_path, monkeyp
 
 def test_a_memory_blow_up_is_one_line(tmp_path):
     fn, path = student("def layer_norm(x, g, b, eps=1e-5):\n    grow = []\n    while True:\n"
-                       "        grow.append(np.ones(1 << 24))\n", "layer_norm", tmp_path)
+                       "        grow.append(np.zeros(1 << 24))\n", "layer_norm", tmp_path)
     result = check(EXERCISES["layer_norm"], fn, path)
     print("\n".join(result.lines))
     assert result.status == "error" and result.lines[1].startswith("  MemoryError: your function asked for more memory")
-    assert len(result.lines) == 3 and ", in layer_norm: grow.append(np.ones(1 << 24))" in result.lines[2]
+    assert len(result.lines) == 3 and ", in layer_norm: grow.append(np.zeros(1 << 24))" in result.lines[2]
 
 
 # ---- composite exercises: the student's own helper named (issue 33, item 4) ----------------------------------
