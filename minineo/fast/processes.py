@@ -74,18 +74,15 @@ class Arena:
     in-memory file (memfd) where the OS has them, else plain memory. Pages never written cost nothing."""
 
     def __init__(self, nbytes):
-        self.used, self.fd = 0, None
+        self.used, self.fd, fd = 0, None, None
         try:
             fd = os.memfd_create("minineo-int8")
-        except (AttributeError, OSError):   # no memfd here (macOS, Windows), or a sandbox refuses it
-            self.memory = np.empty(nbytes, np.uint8)
-            return
-        try:
             os.ftruncate(fd, max(nbytes, 1))
             # a worker inherits the fd under the same number, so this path names the same memory there
             self.memory = np.memmap(f"/proc/self/fd/{fd}", np.uint8, mode="r+", shape=(nbytes,))
-        except OSError:   # no /proc: plain memory, whose products stay on threads
-            os.close(fd)
+        except (AttributeError, OSError):   # no memfd (macOS, Windows; a sandbox may refuse it) or no /proc:
+            if fd is not None:              # plain memory, whose products stay on threads
+                os.close(fd)
             self.memory = np.empty(nbytes, np.uint8)
             return
         self.fd, self.memory.inode = fd, os.fstat(fd).st_ino
@@ -200,7 +197,7 @@ class Workers:
                 if answer != "ok":
                     return f"an int8 worker process failed ({answer or f'it ended, exit code {proc.poll()}'})"
         first = bounds[1] * rows
-        y[:, first:] = np.ndarray((m, n_out), np.float32, self.io.buf, 4 * x_size(m, n_in))[:, first:]
+        y[:, first:] = np.ndarray((m, n_out), np.float32, self.io.buf, y_offset(m, n_in))[:, first:]
         return None
 
     def close(self):
@@ -224,8 +221,8 @@ class Workers:
             self.io.unlink()
 
 
-def x_size(m, n_in):  # floats of x at the start of the buffer; y follows them
-    return m * n_in
+def y_offset(m, n_in):  # bytes into the shared buffer where y starts: x [m, n_in] float32 comes first
+    return 4 * m * n_in
 
 
 def close():

@@ -62,9 +62,8 @@ class TiledWeight:
         threads = threads_for(n_out * n_in * len(x2), self.threads_from(choices))
         rows = self.tile_rows(len(x2), threads, choices)
 
-        def tile(i):  # y[:, r0:r1] = x @ w[r0:r1].T
-            r0, r1 = i * rows, min((i + 1) * rows, n_out)
-            self.tile_product(x2, r0, r1, y[:, r0:r1], choices)
+        def tile(i):
+            self.tile(i, rows, x2, y, choices)
 
         if threads == 1 or not self.by_processes(x2, y, rows, tile, threads, choices):
             parallel_for(-(-n_out // rows), tile, threads)
@@ -79,6 +78,10 @@ class TiledWeight:
 
     def tile_rows(self, m, threads, choices):  # rows of w per tile
         return self.shape[0] if threads == 1 else -(-self.shape[0] // (choices.tiles_per_thread * threads))
+
+    def tile(self, i, rows, x2, y, choices):  # tile i of `rows` rows: y[:, r0:r1] = x2 @ w[r0:r1].T
+        r0, r1 = i * rows, min((i + 1) * rows, self.shape[0])
+        self.tile_product(x2, r0, r1, y[:, r0:r1], choices)
 
     def tile_product(self, x2, r0, r1, out, choices):  # out [M, r1 - r0] = x2 @ w[r0:r1].T
         multiply(x2, self.w[r0:r1], out, choices)

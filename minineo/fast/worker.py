@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import MinineoError
 from .choices import Choices
 from .int8 import Int8Weight
-from .processes import x_size
+from .processes import y_offset
 
 
 def attach(name):  # the main process owns the buffer and removes it at its end; this process must not
@@ -54,10 +54,9 @@ def serve(lines=sys.stdin, out=sys.stdout):
                 weight = weights[index]
                 n_out, n_in = weight.shape
                 x2 = np.ndarray((m, n_in), np.float32, io.buf)
-                y = np.ndarray((m, n_out), np.float32, io.buf, 4 * x_size(m, n_in))
+                y = np.ndarray((m, n_out), np.float32, io.buf, y_offset(m, n_in))
                 for i in range(t0, t1):
-                    r0, r1 = i * rows, min((i + 1) * rows, n_out)
-                    weight.tile_product(x2, r0, r1, y[:, r0:r1], chosen)
+                    weight.tile(i, rows, x2, y, chosen)
             out.write("ok\n")
         except Exception as e:   # the main process says it on stderr, and computes the tiles itself
             out.write(f"error: {type(e).__name__}: {e}\n".replace("\n", " ").strip() + "\n")

@@ -108,6 +108,13 @@ def _check_int8(files, name, shape):
                            f"expected finite values > 0 (a corrupt checkpoint?)")
 
 
+KEPT_FLOAT = ("transformer.wpe.weight",)   # read by position, never multiplied: small, and stays float32
+
+
+def is_quantized(name, shape):  # is this tensor int8 in an int8 model (loaded with int8=True, or its copy)?
+    return len(shape) == 2 and name not in KEPT_FLOAT
+
+
 ROWS_AT_ONCE = 4096   # rows quantized per step: each row has its own scale, so blocks change nothing
 
 
@@ -125,8 +132,7 @@ def load_params(directory, config, int8=False):
     files = open_checkpoint(directory)
     check_tensors(files, config, directory)
     # quantized into one arena: memory that int8 worker processes map too (fast/processes.py)
-    quantized = [shape for name, shape in expected_shapes(config).items()
-                 if len(shape) == 2 and name != "transformer.wpe.weight"]
+    quantized = [shape for name, shape in expected_shapes(config).items() if is_quantized(name, shape)]
     arena = Arena(sum(rows * cols + 64 for rows, cols in quantized)) if int8 else None
 
     def tensor(name):  # a vector (norms, biases) or a matrix, as float32 or Int8Weight
@@ -134,8 +140,7 @@ def load_params(directory, config, int8=False):
         if f.dtype(name) == "I8":   # its scale may sit in another shard
             scale = name + SCALE_SUFFIX
             return Int8Weight(f.raw(name), files[scale].float32(scale))
-        # wpe stays float32: it is small, and positions are read once per token, not multiplied.
-        if int8 and len(f.shape(name)) == 2 and name != "transformer.wpe.weight":
+        if int8 and is_quantized(name, f.shape(name)):
             # Quantized from a copy read through the file: the float32 pages never enter our memory.
             return quantize_rows(f.float32(name, copy=True), arena.take(f.shape(name), np.int8))
         # A plain ndarray view of the mapped file: slicing a np.memmap runs Python code for every view

@@ -27,20 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MinineoError
-from .checkpoint import SCALE_SUFFIX, check_tensors, expected_shapes, quantize_rows
+from .checkpoint import SCALE_SUFFIX, check_tensors, expected_shapes, is_quantized, quantize_rows
 from .config import load_config
 from .hub import resolve
 from .safetensors_io import write_safetensors
 from .shards import open_checkpoint
 
 MARKER = {"method": "minineo-int8-rowwise", "bits": 8}   # added to config.json as "quantization"
-KEPT_FLOAT = ("transformer.wpe.weight",)                # read by position, never multiplied
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json")
-
-
-def is_quantized(name, shape):
-    return len(shape) == 2 and name not in KEPT_FLOAT
 
 
 def int8_tensors(files, shapes):
