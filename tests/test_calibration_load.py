@@ -165,6 +165,22 @@ def test_calibrate_prints_when_and_under_what_load_the_kept_file_was_measured(mo
     assert "2 threads: fp32 matrix-vector over" in out and "chosen: decode=tiles" in out
 
 
+def test_calibrate_show_lists_every_thread_count_kept_unless_told_which(monkeypatch, capsys):
+    machine = Machine(monkeypatch)
+    assert command.main(["--show"]) == 0                 # nothing kept: the count it would measure
+    assert f"  {threads.physical_cores()} thread" in capsys.readouterr().out
+    machine.calibrate(3)
+    machine.calibrate(1)
+    assert command.main(["--show"]) == 0
+    out = capsys.readouterr().out
+    kept = [line.split(":")[0] for line in out.splitlines() if " measured " in line]
+    assert kept == ["  1 thread", "  3 threads"], out   # ascending, "1 thread" in the singular
+    assert "  1 thread: fp32 matrix-vector over" in out and "  3 threads: fp32 matrix-vector over" in out, out
+    assert command.main(["--show", "--threads", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "1 thread" not in out and "  3 threads: measured " in out, out
+
+
 SPIN = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"   # ends by itself, whatever happens
 
 

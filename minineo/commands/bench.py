@@ -159,13 +159,13 @@ def table(results, info, args):
              else f"within the {l3 / 2**20:g} MiB L3: a cache's speed, not memory's")
     lines.append(f"Bandwidth ceiling, the fastest fp32 matrix-vector product over {some['weights_bytes'] / 1e9:.2f} GB "
                  f"of weights ({where}): "
-                 + ", ".join(f"{c['measured']['ceiling_gb_per_s']:.1f} GB/s with {t} thread{'s' * (t > 1)}"
+                 + ", ".join(f"{c['measured']['ceiling_gb_per_s']:.1f} GB/s with {chosen.thread_count(t)}"
                              for t, c in ceilings.items())
                  + ". minineo's choices here (minineo/fast/choices.py): "
-                 + "; ".join(f"{t} thread{'s' * (t > 1)}: " + ", ".join(f"{k}={v}" for k, v in c["choices"].__dict__.items())
+                 + "; ".join(f"{chosen.thread_count(t)}: " + ", ".join(f"{k}={v}" for k, v in c["choices"].__dict__.items())
                              for t, c in ceilings.items()) + ".")
     loaded = {t: c["measured"].get("load", {}).get("under_load") for t, c in ceilings.items()}
-    lines += [f"The measurement with {t} thread{'s' * (t > 1)} ran UNDER LOAD ({why}): its ceiling and choices are "
+    lines += [f"The measurement with {chosen.thread_count(t)} ran UNDER LOAD ({why}): its ceiling and choices are "
               f"not this machine's quiet ones." for t, why in loaded.items() if why]
     lines.append(f"Random weights; median of {args.runs} runs, each a fresh process, the configurations "
                  f"taking turns; prefill = the median of {PREFILL_REPEATS} passes in each run; decode = "

@@ -3,7 +3,7 @@
     python -m minineo.calibrate               # with one thread per physical core
     python -m minineo.calibrate --threads 1,2
 
-    python -m minineo.calibrate --show        # what is kept: when, and under what load, it was measured
+    python -m minineo.calibrate --show        # what is kept for each thread count: when, and under what load
 
 minineo does this by itself the first time a model multiplies on a CPU model it has not met, and
 again at a later run on a quiet machine when the kept measurement ran under load (other programs
@@ -24,14 +24,17 @@ from .common import Parser, positive_int, run_command
 def parse_args(argv):
     parser = Parser(prog="python -m minineo.calibrate", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default=str(physical_cores()),
-                        help=f"thread counts to measure, comma-separated (default {physical_cores()})")
+    parser.add_argument("--threads", help=f"thread counts to measure, comma-separated (default {physical_cores()}; "
+                                          "with --show: every count kept)")
     parser.add_argument("--megabytes", type=positive_int, metavar="MB",
                         help="weights to read, in MB (default: twice the L3, at least 256 MiB, at most 1.5 GiB; "
                              "less than the L3 measures the cache, not the memory)")
     parser.add_argument("--show", action="store_true",
                         help="print what is kept for each thread count, measuring nothing")
     args = parser.parse_args(argv)
+    if args.threads is None:   # measure one thread per physical core; show every count kept
+        args.threads = (args.show and chosen.kept_threads()) or [physical_cores()]
+        return args
     try:
         args.threads = [int(t) for t in args.threads.split(",")]
     except ValueError:
@@ -47,14 +50,14 @@ def run(args):
     for threads in args.threads:
         print(f"  {chosen.describe_kept(threads)}")
         if args.show and chosen.read_cached(threads):
-            print(f"  {threads} threads: {summary(chosen.read_cached(threads), chosen.read_measured(threads))}")
+            print(f"  {chosen.thread_count(threads)}: {summary(chosen.read_cached(threads), chosen.read_measured(threads))}")
     if args.show:
         return
     for threads in args.threads:
         set_threads(threads)
         choices, measured = measure(threads, args.megabytes and args.megabytes * 10**6)
         chosen.write_cached(threads, choices, measured)
-        print(f"{threads} threads: {summary(choices, measured)}")
+        print(f"{chosen.thread_count(threads)}: {summary(choices, measured)}")
         print(f"  {chosen.describe_kept(threads)}")
     print(f"kept in {chosen.cache_path()}")
 

@@ -198,6 +198,10 @@ def read_file():  # -> the cache file's contents, {} if there is none or it cann
     return data if isinstance(data, dict) and isinstance(data.get("threads"), dict) else {}
 
 
+def kept_threads():  # -> the thread counts the file keeps choices for, ascending
+    return sorted(int(t) for t in read_file().get("threads", {}) if t.isdigit())
+
+
 def read_entry(threads):  # -> {"choices", "measured", "measured_at", "blas"} kept for this thread count, or {}
     entry = read_file().get("threads", {}).get(str(threads))
     return entry if isinstance(entry, dict) else {}
@@ -228,8 +232,12 @@ def read_measured(threads):  # -> what the last calibration measured for this th
     return read_entry(threads).get("measured")
 
 
+def thread_count(n):  # 1 -> "1 thread", 2 -> "2 threads"
+    return f"{n} thread{'s' * (n > 1)}"
+
+
 def describe_kept(threads, now=None):  # -> one line: when and under what load the kept choices were measured
-    entry, label = read_entry(threads), f"{threads} thread{'s' * (threads > 1)}"
+    entry, label = read_entry(threads), thread_count(threads)
     if not entry:
         return f"{label}: nothing kept yet"
     now = time.time() if now is None else now
