@@ -283,11 +283,12 @@ def run(args):
         raise MinineoError("--compare transformers needs torch and transformers installed")
 
     log(machine_line(machine()))
-    log(f"measuring this machine's bandwidth ceiling and minineo's choices with {args.threads} threads")
+    log("measuring this machine's bandwidth ceiling and minineo's choices with "
+        + " and ".join(chosen.thread_count(t) for t in args.threads))
     ceilings = measure_machine(args.threads, args.ceiling_mb)
     for t, c in ceilings.items():
         if (c["measured"] or {}).get("load", {}).get("under_load"):
-            log(f"warning: the measurement with {t} threads ran under load ({c['measured']['load']['under_load']})")
+            log(f"warning: the measurement with {chosen.thread_count(t)} ran under load ({c['measured']['load']['under_load']})")
     results, load_average = [], os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for shape in args.model:
         configurations = [(threads, engine, dtype) for threads in args.threads
@@ -297,7 +298,7 @@ def run(args):
         runs = {configuration: [] for configuration in configurations}
         for i in range(args.runs):
             for threads, engine, dtype in configurations:
-                log(f"{shape} {engine} {dtype}, {threads} threads: run {i + 1} of {args.runs}")
+                log(f"{shape} {engine} {dtype}, {chosen.thread_count(threads)}: run {i + 1} of {args.runs}")
                 runs[threads, engine, dtype].append(run_child({
                     "engine": engine, "dtype": dtype, "shape": shape, "path": str(paths[dtype]),
                     "threads": threads, "prompts": args.prompt, "new_tokens": args.new_tokens,
@@ -305,7 +306,7 @@ def run(args):
         for (threads, engine, dtype), done in runs.items():
             result = {**summarise(done), "shape": shape, "engine": engine, "dtype": dtype, "threads": threads}
             results.append(result)
-            log(f"{shape} {engine} {dtype}, {threads} threads: load {result['load_s']:.2f} s, prefill "
+            log(f"{shape} {engine} {dtype}, {chosen.thread_count(threads)}: load {result['load_s']:.2f} s, prefill "
                 + ", ".join(f"{p}: {v:.1f}" for p, v in result["prefill"].items()) + " tok/s, decode "
                 + ", ".join(f"x{b}: {v:.2f}" for b, v in result["decode"].items())
                 + f" tok/s, peak RSS {gb(result['peak_rss_bytes'])} GB")

@@ -281,7 +281,7 @@ def calibrate_in_child(threads, why="first time", megabytes=None):
     """Run `python -m minineo.calibrate` in a child process (its ~1 GB of test matrices never count
     in this process's memory) and read what it cached; None if it could not."""
     if sys.stderr.isatty():   # a person waiting is told why; a log or a test's captured output is not
-        print(f"minineo: measuring which way of multiplying is fastest on this CPU with {threads} threads "
+        print(f"minineo: measuring which way of multiplying is fastest on this CPU with {thread_count(threads)} "
               f"({why}; 10-15 seconds; kept in {cache_path()})", file=sys.stderr, flush=True)
     size = ["--megabytes", str(megabytes)] if megabytes else []
     done = run_module("minineo.calibrate", "--threads", str(threads), *size, stdout=subprocess.DEVNULL)
