@@ -49,8 +49,9 @@ def run(args):
     print(f"kept in {chosen.cache_path()}" + (":" if args.show else ", before measuring again:"))
     for threads in args.threads:
         print(f"  {chosen.describe_kept(threads)}")
-        if args.show and chosen.read_cached(threads):
-            print(f"  {chosen.thread_count(threads)}: {summary(chosen.read_cached(threads), chosen.read_measured(threads))}")
+        kept = args.show and chosen.read_cached(threads)
+        if kept:
+            print(f"  {chosen.thread_count(threads)}: {summary(kept, chosen.read_measured(threads))}")
     if args.show:
         return
     for threads in args.threads:

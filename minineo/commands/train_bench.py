@@ -21,6 +21,7 @@ import numpy as np
 
 from .common import Parser, peak_memory, positive_int, run_command
 from ..errors import MinineoError
+from ..fast.choices import thread_count
 from ..fast.threads import physical_cores
 from ..train.loop import model_config
 
@@ -133,7 +134,7 @@ def cpu_name():
 def report(shape, threads, results):
     layers, width, heads, window, context, batch = shape
     lines = [f"training step, GPT-Neo {layers} layers x {width} wide, {heads} heads, window {window}, "
-             f"vocabulary {VOCAB}, batch {batch} x {context} tokens; {cpu_name()}, {threads} thread(s)"]
+             f"vocabulary {VOCAB}, batch {batch} x {context} tokens; {cpu_name()}, {thread_count(threads)}"]
     for engine, (seconds, memory, _) in results.items():
         lines.append(f"  {engine:8} {seconds * 1000:8.1f} ms/step  {batch * context / seconds:8.0f} tokens/s  "
                      f"step memory {memory / 2**20:7.1f} MiB")
