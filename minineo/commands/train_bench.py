@@ -22,6 +22,7 @@ import numpy as np
 from .common import Parser, peak_memory, positive_int, run_command
 from ..errors import MinineoError
 from ..fast.choices import thread_count
+from ..fast.cpu import cpu_name
 from ..fast.threads import physical_cores
 from ..train.loop import model_config
 
@@ -120,15 +121,6 @@ def measure(shape, threads=None, steps=5, rounds=1):  # -> {engine: (seconds per
             with spawn.Pool(1) as pool:
                 results[engine].append(pool.apply(run, (shape, threads, steps)))
     return {engine: min(runs, key=lambda r: r[0]) for engine, runs in results.items()}
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-        return platform.processor() or "unknown CPU"
 
 
 def report(shape, threads, results):
