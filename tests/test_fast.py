@@ -87,17 +87,47 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
     return counts
 
 
-@pytest.mark.parametrize("kib, rows", [(640, 64), (2048, 204)])
-def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, rows):
+@pytest.mark.parametrize("kib, n_threads, sizes", [
+    (640, 1, {64}), (640, 2, {64}),        # 64 rows of 2560 float32 are 640 KiB: 160 tiles
+    (2048, 1, {201, 190}),                 # at most 204 rows: 51 tiles, evened out to 201 rows (the last 190)
+    (2048, 2, {197, 193}),                 # and 52 tiles on two threads, 26 each: 197 rows (the last 193)
+])
+def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, n_threads, sizes):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
     force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
                        "int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL)
+    threads.set_threads(n_threads)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
     products = count_products(monkeypatch)
-    w.matmul_t(np.ones((1, 2560), np.float32))
-    sizes = {r1 - r0 for x2, r0, r1, out, chosen in calls}
-    assert sizes == {rows, 10240 % rows} - {0} and products == {"dot": len(calls), "matmul": 0}, (sizes, products)
+    try:
+        w.matmul_t(np.ones((1, 2560), np.float32))
+    finally:
+        threads.set_threads(None)
+    got = {r1 - r0 for x2, r0, r1, out, chosen in calls}
+    assert got == sizes and products == {"dot": len(calls), "matmul": 0}, (got, products)
+
+
+@pytest.mark.parametrize("n_out, n_threads, tiles", [
+    (2560, 2, [640] * 4),          # 1,024-row tiles would be 1024, 1024, 512: one thread alone on the last
+    (2560, 3, [854, 854, 852]),
+    (768, 2, [384, 384]),          # one 768-row tile would leave the second thread idle
+    (10240, 2, [1024] * 10),       # already 5 tiles each
+    (768, 1, [768]),
+])
+def test_a_prompts_int8_tiles_give_every_thread_as_many(monkeypatch, n_out, n_threads, tiles):
+    force(monkeypatch, "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,"
+                       "int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads,"
+                       "fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=1024")
+    threads.set_threads(n_threads)
+    w = quantize(np.random.default_rng(0).standard_normal((n_out, 64), dtype=np.float32))
+    calls = spy(monkeypatch, Int8Weight, "tile_product")
+    try:
+        w.matmul_t(np.ones((40, 64), np.float32))
+    finally:
+        threads.set_threads(None)
+    got = sorted((r1 - r0 for x2, r0, r1, out, chosen in calls), reverse=True)
+    assert got == tiles, f"tile heights {got}, expected {tiles}"
 
 
 @pytest.mark.parametrize("cast, widened", [("direct", False), ("int16", True)])

@@ -19,9 +19,10 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       (int8 -> int16 -> float32: on a Xeon core NumPy 2.4 cast int8 to float32 at
                       5.0 G values/s, but int8 to int16 at 11 and int16 to float32 at 14)
     prefill           many rows of x (a prompt): "blas" or "tiles"
-    int8_prefill_rows rows of an int8 weight converted at once for a prompt: each converted tile is
-                      reused by every row of x, so wide tiles let sgemm run at speed (64-512 rows
-                      were within noise of each other on a 2-core AMD EPYC, Zen 5)
+    int8_prefill_rows at most this many rows of an int8 weight converted at once for a prompt (fewer,
+                      so that every thread has as many tiles): each converted tile is reused by every
+                      row of x, so wide tiles let sgemm run at speed (64-512 rows were within noise of
+                      each other on a 2-core AMD EPYC, Zen 5)
     prompt_attention  how a prompt's attention runs (fast/banded.py): "one" (one thread) or "heads"
                       (minineo's threads share its heads: the softmax and masking, not only the products)
     prompt_elementwise how a prompt's GELU runs (fast/elementwise.py): "one" (one thread, a block of

@@ -56,12 +56,18 @@ class Int8Weight(TiledWeight):
         return choices.int8_threads_from
 
     def tile_rows(self, m, threads, choices):
-        """Rows of q converted at once, for M rows of x: the measured tile for few rows, and never so
-        few tiles that a thread slowed by another program cannot hand some over (see TiledWeight)."""
+        """Rows of q converted at once, for M rows of x: at most the measured height for a prompt; for
+        few rows the measured tile, and never so few tiles that a thread slowed by another program
+        cannot hand some over (see TiledWeight). Then evened out, as many tiles for every thread:
+        2.7B's 2,560 rows in 1,024-row tiles would leave one thread a 512-row tile to do alone while
+        the other waits, and 125M's 768 rows would be a single tile."""
         if m >= PREFILL_ROWS:
-            return choices.int8_prefill_rows
-        rows = max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1]))
-        return min(rows, super().tile_rows(m, threads, choices))
+            most = choices.int8_prefill_rows
+        else:
+            most = min(max(1, choices.int8_tile_kib * 1024 // (4 * self.shape[1])),
+                       super().tile_rows(m, threads, choices))
+        tiles = -(-self.shape[0] // most)                               # at most `most` rows each
+        return -(-self.shape[0] // (-(-tiles // threads) * threads))   # a multiple of the threads
 
     def tile_product(self, x2, r0, r1, out, choices):  # out = x2 @ q[r0:r1].T, before the scale
         shape = (r1 - r0, self.shape[1])
