@@ -57,7 +57,8 @@ def test_the_fast_model_takes_the_blocks_for_a_prompt_and_gives_gelu_news_number
     from conftest import text_checkpoint
     text_checkpoint(tmp_path)
     monkeypatch.setenv(choices.ENV, "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,"
-                                    "int8_cast=direct,prompt_attention=one,prompt_elementwise=rows,int8_prefill_rows=9,"
+                                    "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=rows,"
+                                    "int8_prefill_rows=9,"
                                     "fp32_threads_from=1,int8_threads_from=1,int8_workers=threads")
     choices.forget()
     blocks = []

@@ -23,15 +23,17 @@ tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fa
 SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=9"   # and 9-row int8 prompt tiles
 EVERY_CHOICE = {
     "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,"
-            "int8_tile_kib=64,int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL,
+            "int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
+            "int8_workers=threads" + SPLIT_ALL,
     "tiles matmul, int8 via int16, heads and rows shared": "decode=tiles,prefill=tiles,tile_form=matmul,"
                                                            "tiles_per_thread=4,int8_tile_kib=64,int8_cast=int16,"
+                                                           "int8_prefill_cast=int16,"
                                                            "prompt_attention=heads,prompt_elementwise=rows,int8_workers=threads" + SPLIT_ALL,
     "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,"
-                 "int8_tile_kib=64,int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL,
+                 "int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=int16,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL,
     "tiles dot x16, 1 KiB int8 tiles via int16, heads and rows shared": "decode=tiles,prefill=tiles,tile_form=dot,"
                                                                "tiles_per_thread=16,int8_tile_kib=1,int8_cast=int16,"
-                                                               "prompt_attention=heads,prompt_elementwise=rows,int8_workers=processes" + SPLIT_ALL,
+                                                               "int8_prefill_cast=direct,prompt_attention=heads,prompt_elementwise=rows,int8_workers=processes" + SPLIT_ALL,
 }
 
 
@@ -95,7 +97,8 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, n_threads, sizes):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
     force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
-                       "int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL)
+                       "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
+                       "int8_workers=threads" + SPLIT_ALL)
     threads.set_threads(n_threads)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
@@ -117,8 +120,8 @@ def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, ki
 ])
 def test_a_prompts_int8_tiles_give_every_thread_as_many(monkeypatch, n_out, n_threads, tiles):
     force(monkeypatch, "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,"
-                       "int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads,"
-                       "fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=1024")
+                       "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
+                       "int8_workers=threads,fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=1024")
     threads.set_threads(n_threads)
     w = quantize(np.random.default_rng(0).standard_normal((n_out, 64), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
@@ -130,20 +133,24 @@ def test_a_prompts_int8_tiles_give_every_thread_as_many(monkeypatch, n_out, n_th
     assert got == tiles, f"tile heights {got}, expected {tiles}"
 
 
-@pytest.mark.parametrize("cast, widened", [("direct", False), ("int16", True)])
-def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
+@pytest.mark.parametrize("cast, prompt_cast", [("direct", "int16"), ("int16", "direct")])
+def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, prompt_cast):
     # "int16" widens each tile to int16 before float32 (two casts NumPy runs faster than the one on some
-    # CPUs); "direct" casts once. The scratch buffers a product asks for show which way ran.
+    # CPUs); "direct" casts once. A decode's tiles (1 row of x) take int8_cast, a prompt's (40 rows)
+    # int8_prefill_cast. The scratch buffers a product asks for show which way ran.
     from minineo.fast import int8
-    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast}"
-                       ",prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL)
-    asked = []
+    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast},"
+                       f"int8_prefill_cast={prompt_cast},prompt_attention=one,prompt_elementwise=one,int8_workers=threads"
+                       + SPLIT_ALL)
     real = int8._scratch
-    monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
     w = quantize(np.random.default_rng(0).standard_normal((100, 300), dtype=np.float32))
-    x = np.random.default_rng(1).standard_normal((1, 300), dtype=np.float32)
-    assert_close(w.matmul_t(x), x.astype(np.float64) @ w.dequantize().T.astype(np.float64), cast, tol=1e-4)
-    assert (np.int16 in asked) == widened and np.float32 in asked, asked
+    for rows, way in ((1, cast), (40, prompt_cast)):
+        asked = []
+        monkeypatch.setattr(int8, "_scratch", lambda dtype, shape: (asked.append(dtype), real(dtype, shape))[1])
+        x = np.random.default_rng(1).standard_normal((rows, 300), dtype=np.float32)
+        assert_close(w.matmul_t(x), x.astype(np.float64) @ w.dequantize().T.astype(np.float64), f"{rows} rows, {way}",
+                     tol=1e-4)
+        assert (np.int16 in asked) == (way == "int16") and np.float32 in asked, (rows, way, asked)
 
 
 @pytest.mark.parametrize("text, whole, form", [
@@ -152,7 +159,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, widened):
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    full = (text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads"
+    full = (text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads"
             + SPLIT_ALL)
     force(monkeypatch, full)
     threads.set_threads(2)
@@ -183,7 +190,7 @@ def test_a_full_set_of_forced_choices_measures_nothing(monkeypatch):
     monkeypatch.setattr(choices, "calibrate_in_child", lambda threads: pytest.fail("measured"))
     assert choices.current() == choices.Choices(decode="tiles", prefill="tiles", tile_form="dot",
                                                 tiles_per_thread=1, int8_tile_kib=64, int8_cast="direct",
-                                                prompt_attention="one", prompt_elementwise="one",
+                                                int8_prefill_cast="int16", prompt_attention="one", prompt_elementwise="one",
                                                 fp32_threads_from=1, int8_threads_from=1, int8_prefill_rows=9)
 
 
@@ -212,7 +219,7 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
 def test_products_are_shared_from_the_measured_size_on(monkeypatch, kind):
     # Each kind of weight has its own threshold (weights x rows of x): below it one thread, from it all.
     force(monkeypatch, "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,"
-                       "int8_prefill_rows=9,prompt_attention=one,prompt_elementwise=one,int8_workers=threads," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
+                       "int8_prefill_cast=direct,int8_prefill_rows=9,prompt_attention=one,prompt_elementwise=one,int8_workers=threads," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
                                                  else "fp32_threads_from=2,int8_threads_from=6000"))
     matrix = np.random.default_rng(0).standard_normal((100, 30), dtype=np.float32)   # 3,000 weights
     weight = TiledWeight(matrix) if kind == "float32" else quantize(matrix)
@@ -290,11 +297,12 @@ def measure_with_made_up_seconds(monkeypatch, seconds):  # -> calibrate.measure 
 def test_calibration_keeps_the_fastest_of_each_kind(monkeypatch):
     # The measurement must keep exactly the made-up winners (and the best fp32 speed as the ceiling).
     from minineo.fast import measure as calibrate
-    fastest = {"tiles dot x16": 1.0, "processes int16 1024 KiB": 1.0, "tiles": 1.0, 512: 1.0, "rows": 1.0}   # the others 2 s
+    fastest = {"tiles dot x16": 1.0, "processes int16 1024 KiB": 1.0, "tiles": 1.0, "512 int16": 1.0,
+               "rows": 1.0}   # the others 2 s
     chosen, measured = measure_with_made_up_seconds(monkeypatch, lambda label: fastest.get(label, 2.0))
     assert chosen == choices.Choices(decode="tiles", tile_form="dot", tiles_per_thread=16, int8_tile_kib=1024,
                                      int8_cast="int16", int8_workers="processes", prefill="tiles",
-                                     int8_prefill_rows=512, prompt_elementwise="rows"), chosen
+                                     int8_prefill_rows=512, int8_prefill_cast="int16", prompt_elementwise="rows"), chosen
     # (threads_from: a one-row measurement has no room for any size, so they keep their defaults)
     one_row = calibrate.COLS * 4     # nbytes=1 asks for the least: one matrix of one row
     assert measured["weights_bytes"] == one_row and measured["ceiling_gb_per_s"] == one_row / 1e9

@@ -15,7 +15,7 @@ from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 
 # Every choice forced (nothing is measured); 1 KiB tiles: 7 rows when in = 33, so a product has many tiles.
 FORCED = ("decode=tiles,prefill=tiles,tile_form={form},tiles_per_thread=4,int8_tile_kib=1,int8_cast={cast},"
-          "prompt_attention=one,prompt_elementwise=one,int8_prefill_rows=9,fp32_threads_from=1,"
+          "int8_prefill_cast={cast},prompt_attention=one,prompt_elementwise=one,int8_prefill_rows=9,fp32_threads_from=1,"
           "int8_threads_from=1,int8_workers={workers}")
 
 

@@ -23,6 +23,9 @@ multiplies) and keeps the winners in <cache>/minineo/choices/<CPU>.json:
                       so that every thread has as many tiles): each converted tile is reused by every
                       row of x, so wide tiles let sgemm run at speed (64-512 rows were within noise of
                       each other on a 2-core AMD EPYC, Zen 5)
+    int8_prefill_cast how a prompt's int8 tile becomes float32, "direct" or "int16" as above: a tile of
+                      1,024 rows (10 MB of float32) outgrows L2, and on the 2-core Xeon one cast then ran
+                      at 4.4 G values/s against 2.6 through int16, the reverse of a decode tile's
     prompt_attention  how a prompt's attention runs (fast/banded.py): "one" (one thread) or "heads"
                       (minineo's threads share its heads: the softmax and masking, not only the products)
     prompt_elementwise how a prompt's GELU runs (fast/elementwise.py): "one" (one thread, a block of
@@ -83,6 +86,7 @@ class Choices:
     int8_cast: str = "direct"
     prefill: str = "blas"
     int8_prefill_rows: int = 256
+    int8_prefill_cast: str = "direct"
     prompt_attention: str = "one"
     prompt_elementwise: str = "one"
     fp32_threads_from: int = 1 << 22
@@ -91,7 +95,7 @@ class Choices:
 
 
 ALLOWED = {"decode": ("blas", "tiles"), "tile_form": ("matmul", "dot"), "int8_cast": ("direct", "int16"),
-           "prefill": ("blas", "tiles"), "prompt_attention": ("one", "heads"),
+           "int8_prefill_cast": ("direct", "int16"), "prefill": ("blas", "tiles"), "prompt_attention": ("one", "heads"),
            "prompt_elementwise": ("one", "rows"), "int8_workers": ("threads", "processes")}
 NAMES = [field.name for field in dataclasses.fields(Choices)]
 _chosen = {}   # threads -> Choices, for this process

@@ -72,7 +72,8 @@ class Int8Weight(TiledWeight):
     def tile_product(self, x2, r0, r1, out, choices):  # out = x2 @ q[r0:r1].T, before the scale
         shape = (r1 - r0, self.shape[1])
         w = _scratch(np.float32, shape)               # [r, in], reused; every cast here is exact
-        if choices.int8_cast == "int16":              # two casts NumPy does faster than the one (choices.py)
+        cast = choices.int8_prefill_cast if len(x2) >= PREFILL_ROWS else choices.int8_cast
+        if cast == "int16":                           # two casts NumPy does faster than the one (choices.py)
             wide = _scratch(np.int16, shape)
             wide[...] = self.q[r0:r1]
             w[...] = wide

@@ -123,11 +123,15 @@ def measure(threads, nbytes=None):
                            lambda choices: weights[0].matmul_t(prompt, choices), passes=3)
     gflops = {label: flop / s / 1e9 for label, s in seconds.items()}
 
+    # int8 prompt tiles: each height, cast either way (a tall tile outgrows L2, where the casts compare
+    # otherwise than in a decode tile)
     square = Int8Weight(int8[0].q[:ROWS], int8[0].scale[:ROWS])        # 2.7B's c_fc shape, as int8
-    prompt_tiles = {rows: dataclasses.replace(best_int8, int8_prefill_rows=rows) for rows in INT8_PROMPT_ROWS}
-    seconds = timed_passes({rows: (c,) for rows, c in prompt_tiles.items()},
+    prompt_tiles = {f"{rows} {cast}": dataclasses.replace(best_int8, int8_prefill_rows=rows, int8_prefill_cast=cast)
+                    for cast in INT8_TILES for rows in INT8_PROMPT_ROWS}
+    seconds = timed_passes({label: (c,) for label, c in prompt_tiles.items()},
                            lambda choices: square.matmul_t(prompt, choices), passes=3)
-    int8_gflops = {str(rows): 2 * PROMPT_ROWS * square.q.size / s / 1e9 for rows, s in seconds.items()}
+    int8_gflops = {label: 2 * PROMPT_ROWS * square.q.size / s / 1e9 for label, s in seconds.items()}
+    best_prompt = prompt_tiles[max(int8_gflops, key=int8_gflops.get)]
 
     # A prompt's attention, 128 queries over their 128 keys with 125M's heads (12 of 64) and 2.7B's (20 of
     # 128): on one thread, or its heads shared by the threads. Each right after its q/k/v product, taken
@@ -183,7 +187,8 @@ def measure(threads, nbytes=None):
     choices = dataclasses.replace(best_decode, tile_form=best_tiles.tile_form,
                                   tiles_per_thread=best_tiles.tiles_per_thread, int8_tile_kib=best_int8.int8_tile_kib,
                                   int8_cast=best_int8.int8_cast, int8_workers=best_int8.int8_workers, prefill=prefill_way,
-                                  int8_prefill_rows=int(max(int8_gflops, key=int8_gflops.get)),
+                                  int8_prefill_rows=best_prompt.int8_prefill_rows,
+                                  int8_prefill_cast=best_prompt.int8_prefill_cast,
                                   fp32_threads_from=fp32_from["chosen"], int8_threads_from=int8_from["chosen"],
                                   prompt_attention=prompt_attention, prompt_elementwise=prompt_elementwise)
     measured = {"weights_bytes": nbytes, "ceiling_gb_per_s": max(gbps.values()),
