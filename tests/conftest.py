@@ -1,5 +1,6 @@
 """Checkpoints for the tests: built by transformers where it is installed (the oracle), else by
 minineo's NumPy writer; every comparison prints the largest difference it saw."""
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -23,6 +24,13 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def every_choice_forced(**chosen):
+    """MININEO_CHOICES naming every choice, so that nothing is measured: these, the others at their defaults.
+    A choice added to minineo.fast.choices is forced here too, without a test naming it."""
+    from minineo.fast.choices import Choices
+    return ",".join(f"{name}={value}" for name, value in dataclasses.asdict(Choices(**chosen)).items())
 
 
 def tiny_config(**overrides):

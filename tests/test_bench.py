@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from conftest import every_choice_forced
 from minineo.commands import bench
 
 
@@ -135,8 +136,7 @@ def test_prefill_is_the_median_of_its_passes(tmp_path, monkeypatch):
     # One pass of a prompt is noisy on a shared machine; each run reports the median of PREFILL_REPEATS.
     from minineo.commands import measure_configuration as child
     from minineo.fast import choices
-    defaults = choices.dataclasses.asdict(choices.Choices())
-    monkeypatch.setenv(choices.ENV, ",".join(f"{k}={v}" for k, v in defaults.items()))
+    monkeypatch.setenv(choices.ENV, every_choice_forced())
     choices.forget()   # every choice forced: nothing is measured
     path = bench.checkpoint("tiny", "fp32", tmp_path / "cache")
     passes = iter([4.0, 1.0, 2.0])   # seconds of the prompt's timed passes, in turn; loading takes 0.5

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import minineo
+from conftest import every_choice_forced
 from minineo.fast import choices, elementwise, threads
 from minineo.model.mlp import gelu_new
 
@@ -56,10 +57,8 @@ def test_few_rows_and_other_dtypes_are_gelu_new_itself(monkeypatch):
 def test_the_fast_model_takes_the_blocks_for_a_prompt_and_gives_gelu_news_numbers(monkeypatch, tmp_path):
     from conftest import text_checkpoint
     text_checkpoint(tmp_path)
-    monkeypatch.setenv(choices.ENV, "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,"
-                                    "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=rows,"
-                                    "int8_prefill_rows=9,"
-                                    "fp32_threads_from=1,int8_threads_from=1,int8_workers=threads")
+    monkeypatch.setenv(choices.ENV, every_choice_forced(int8_tile_kib=64, prompt_elementwise="rows", int8_prefill_rows=9,
+                                                        fp32_threads_from=1, int8_threads_from=1))
     choices.forget()
     blocks = []
     real = elementwise.gelu_new_into

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minineo
-from conftest import assert_close
+from conftest import assert_close, every_choice_forced
 from minineo.fast import Int8Weight, TiledWeight, choices, quantize, threads
 from minineo.model.linear import linear
 from minineo.model.mlp import gelu_new
@@ -20,20 +20,18 @@ tiled = importlib.import_module("minineo.fast.tiled")   # the module: minineo.fa
 
 # Every way choices.py can pick, each forced in turn. int8_tile_kib=64: 14-row tiles when in = 1100.
 # Every product is split among the threads, however small: otherwise a wrong tile offset would only show on big ones.
-SPLIT_ALL = ",fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=9"   # and 9-row int8 prompt tiles
+SPLIT_ALL = dict(fp32_threads_from=1, int8_threads_from=1, int8_prefill_rows=9)   # and 9-row int8 prompt tiles
+TILES = dict(decode="tiles", prefill="tiles")
+SHARED = dict(prompt_attention="heads", prompt_elementwise="rows")
 EVERY_CHOICE = {
-    "blas": "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,"
-            "int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
-            "int8_workers=threads" + SPLIT_ALL,
-    "tiles matmul, int8 via int16, heads and rows shared": "decode=tiles,prefill=tiles,tile_form=matmul,"
-                                                           "tiles_per_thread=4,int8_tile_kib=64,int8_cast=int16,"
-                                                           "int8_prefill_cast=int16,"
-                                                           "prompt_attention=heads,prompt_elementwise=rows,int8_workers=threads" + SPLIT_ALL,
-    "tiles dot": "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=1,"
-                 "int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=int16,prompt_attention=one,prompt_elementwise=one,int8_workers=threads" + SPLIT_ALL,
-    "tiles dot x16, 1 KiB int8 tiles via int16, heads and rows shared": "decode=tiles,prefill=tiles,tile_form=dot,"
-                                                               "tiles_per_thread=16,int8_tile_kib=1,int8_cast=int16,"
-                                                               "int8_prefill_cast=direct,prompt_attention=heads,prompt_elementwise=rows,int8_workers=processes" + SPLIT_ALL,
+    "blas": every_choice_forced(int8_tile_kib=64, **SPLIT_ALL),
+    "tiles matmul, int8 via int16, heads and rows shared": every_choice_forced(
+        **TILES, int8_tile_kib=64, int8_cast="int16", int8_prefill_cast="int16", **SHARED, **SPLIT_ALL),
+    "tiles dot": every_choice_forced(**TILES, tile_form="dot", tiles_per_thread=1, int8_tile_kib=64,
+                                     int8_prefill_cast="int16", **SPLIT_ALL),
+    "tiles dot x16, 1 KiB int8 tiles via int16, heads and rows shared": every_choice_forced(
+        **TILES, tile_form="dot", tiles_per_thread=16, int8_tile_kib=1, int8_cast="int16", **SHARED,
+        int8_workers="processes", **SPLIT_ALL),
 }
 
 
@@ -96,9 +94,7 @@ def count_products(monkeypatch):  # -> {"dot": n, "matmul": n}: the BLAS calls t
 ])
 def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, kib, n_threads, sizes):
     # Decode converts a few rows at a time into a buffer that stays in the cache (2.7B's MLP here).
-    force(monkeypatch, f"decode=tiles,prefill=blas,tile_form=dot,tiles_per_thread=4,int8_tile_kib={kib},"
-                       "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
-                       "int8_workers=threads" + SPLIT_ALL)
+    force(monkeypatch, every_choice_forced(decode="tiles", tile_form="dot", int8_tile_kib=kib, **SPLIT_ALL))
     threads.set_threads(n_threads)
     w = quantize(np.random.default_rng(0).standard_normal((10240, 2560), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
@@ -119,9 +115,8 @@ def test_int8_tiles_are_the_measured_size_not_one_big_conversion(monkeypatch, ki
     (768, 1, [768]),
 ])
 def test_a_prompts_int8_tiles_give_every_thread_as_many(monkeypatch, n_out, n_threads, tiles):
-    force(monkeypatch, "decode=blas,prefill=blas,tile_form=matmul,tiles_per_thread=4,int8_tile_kib=64,"
-                       "int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,"
-                       "int8_workers=threads,fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows=1024")
+    force(monkeypatch, every_choice_forced(int8_tile_kib=64, fp32_threads_from=1, int8_threads_from=1,
+                                           int8_prefill_rows=1024))
     threads.set_threads(n_threads)
     w = quantize(np.random.default_rng(0).standard_normal((n_out, 64), dtype=np.float32))
     calls = spy(monkeypatch, Int8Weight, "tile_product")
@@ -139,9 +134,8 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, prompt_cast):
     # CPUs); "direct" casts once. A decode's tiles (1 row of x) take int8_cast, a prompt's (40 rows)
     # int8_prefill_cast. The scratch buffers a product asks for show which way ran.
     from minineo.fast import int8
-    force(monkeypatch, f"decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast={cast},"
-                       f"int8_prefill_cast={prompt_cast},prompt_attention=one,prompt_elementwise=one,int8_workers=threads"
-                       + SPLIT_ALL)
+    force(monkeypatch, every_choice_forced(**TILES, tile_form="dot", int8_tile_kib=64, int8_cast=cast,
+                                           int8_prefill_cast=prompt_cast, **SPLIT_ALL))
     real = int8._scratch
     w = quantize(np.random.default_rng(0).standard_normal((100, 300), dtype=np.float32))
     for rows, way in ((1, cast), (40, prompt_cast)):
@@ -159,8 +153,7 @@ def test_int8_tiles_are_cast_the_chosen_way(monkeypatch, cast, prompt_cast):
 ])
 def test_each_choice_picks_its_way(monkeypatch, text, whole, form):
     # The choices reach the product: whole by BLAS, or tiles in the chosen form (prompts: always matmul).
-    full = (text + ",tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,int8_prefill_cast=direct,prompt_attention=one,prompt_elementwise=one,int8_workers=threads"
-            + SPLIT_ALL)
+    full = every_choice_forced(**choices.forced_choices(text), tiles_per_thread=4, int8_tile_kib=64, **SPLIT_ALL)   # 8 tiles on 2 threads
     force(monkeypatch, full)
     threads.set_threads(2)
     try:
@@ -218,9 +211,9 @@ def test_cached_choices_are_read_back_per_thread_count(monkeypatch, tmp_path):
 @pytest.mark.parametrize("kind", ["float32", "int8"])
 def test_products_are_shared_from_the_measured_size_on(monkeypatch, kind):
     # Each kind of weight has its own threshold (weights x rows of x): below it one thread, from it all.
-    force(monkeypatch, "decode=tiles,prefill=tiles,tile_form=dot,tiles_per_thread=4,int8_tile_kib=64,int8_cast=direct,"
-                       "int8_prefill_cast=direct,int8_prefill_rows=9,prompt_attention=one,prompt_elementwise=one,int8_workers=threads," + ("fp32_threads_from=6000,int8_threads_from=2" if kind == "float32"
-                                                 else "fp32_threads_from=2,int8_threads_from=6000"))
+    thresholds = (dict(fp32_threads_from=6000, int8_threads_from=2) if kind == "float32"
+                  else dict(fp32_threads_from=2, int8_threads_from=6000))
+    force(monkeypatch, every_choice_forced(**TILES, tile_form="dot", int8_tile_kib=64, int8_prefill_rows=9, **thresholds))
     matrix = np.random.default_rng(0).standard_normal((100, 30), dtype=np.float32)   # 3,000 weights
     weight = TiledWeight(matrix) if kind == "float32" else quantize(matrix)
     used = []

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from conftest import every_choice_forced
 from minineo.errors import MinineoError
 from minineo.fast import choices, int8, threads
 from minineo.fast.int8 import Int8Weight, quantize
@@ -17,10 +18,10 @@ def n_threads(request):
 
 def force(monkeypatch, int8_tile_kib, cast, prefill_rows=256):
     # Every choice forced, so the tests never wait for a measurement; every product split, however small.
-    monkeypatch.setenv(choices.ENV, f"decode=tiles,prefill=tiles,tile_form=matmul,tiles_per_thread=4,"
-                                    f"int8_tile_kib={int8_tile_kib},int8_cast={cast},int8_prefill_cast={cast},"
-                                    f"fp32_threads_from=1,int8_threads_from=1,int8_prefill_rows={prefill_rows},"
-                                    "prompt_attention=heads,prompt_elementwise=rows,int8_workers=threads")
+    monkeypatch.setenv(choices.ENV, every_choice_forced(
+        decode="tiles", prefill="tiles", int8_tile_kib=int8_tile_kib, int8_cast=cast, int8_prefill_cast=cast,
+        fp32_threads_from=1, int8_threads_from=1, int8_prefill_rows=prefill_rows, prompt_attention="heads",
+        prompt_elementwise="rows"))
     choices.forget()
 
 

@@ -7,20 +7,21 @@ import numpy as np
 import pytest
 
 import minineo
-from conftest import random_ids
+from conftest import every_choice_forced, random_ids
 from minineo.fast import choices, processes, threads
 from minineo.fast.int8 import Int8Weight, quantize
 from minineo.weights.int8_copy import quantize_checkpoint
 from minineo.weights.safetensors_io import SafetensorsFile, write_safetensors
 
-# Every choice forced (nothing is measured); 1 KiB tiles: 7 rows when in = 33, so a product has many tiles.
-FORCED = ("decode=tiles,prefill=tiles,tile_form={form},tiles_per_thread=4,int8_tile_kib=1,int8_cast={cast},"
-          "int8_prefill_cast={cast},prompt_attention=one,prompt_elementwise=one,int8_prefill_rows=9,fp32_threads_from=1,"
-          "int8_threads_from=1,int8_workers={workers}")
+def forced(workers, cast="direct", form="dot"):
+    # Every choice forced (nothing is measured); 1 KiB tiles: 7 rows when in = 33, so a product has many tiles.
+    return every_choice_forced(decode="tiles", prefill="tiles", tile_form=form, int8_tile_kib=1, int8_cast=cast,
+                               int8_prefill_cast=cast, int8_prefill_rows=9, fp32_threads_from=1, int8_threads_from=1,
+                               int8_workers=workers)
 
 
 def way(workers, cast="direct", form="dot"):
-    return choices.Choices(**choices.forced_choices(FORCED.format(workers=workers, cast=cast, form=form)))
+    return choices.Choices(**choices.forced_choices(forced(workers, cast, form)))
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +127,7 @@ def test_an_int8_checkpoint_decodes_the_same_tokens_on_processes(numpy_checkpoin
     threads.set_threads(2)
     runs = {}
     for workers in ("threads", "processes"):
-        monkeypatch.setenv(choices.ENV, FORCED.format(workers=workers, cast="int16", form="dot"))
+        monkeypatch.setenv(choices.ENV, forced(workers, "int16"))
         choices.forget()
         runs[workers] = decode_logits(minineo.load(int8))
     assert processes._pool is not None, "the decode steps never reached the workers"
@@ -166,7 +167,7 @@ def test_weights_quantized_at_load_decode_the_same_on_processes(numpy_checkpoint
     for seed in (1, 2):   # the second model's arena may reuse the first one's fd number: the workers must not
         src = numpy_checkpoint(seed=seed, hidden_size=64, intermediate_size=256)
         for workers in ("threads", "processes"):
-            monkeypatch.setenv(choices.ENV, FORCED.format(workers=workers, cast="int16", form="dot"))
+            monkeypatch.setenv(choices.ENV, forced(workers, "int16"))
             choices.forget()
             model = minineo.load(src, int8=True)
             assert processes.mapped_file(model.params["blocks"][0]["mlp"]["c_fc"]["w"].q) is not None
